@@ -1,0 +1,46 @@
+"""Install orchestra_jax: `pip install -e .` (add `[test]` for the test and reference extras)."""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "jax>=0.8",
+    "flax>=0.12",
+    "optax>=0.2.5",
+    "orbax-checkpoint>=0.11",
+    "grain>=0.2.12",
+    "tensorstore>=0.1.70",
+    "sentencepiece>=0.2",
+    "tensorboard>=2.18",
+    "ml-collections>=1.0",
+    "numpy>=1.26",
+    "safetensors>=0.5",
+    "tokenizers>=0.21",
+    "jinja2>=3.1",
+    "gguf>=0.16",
+    "psutil>=5.9",
+]
+
+EXTRAS_REQUIRE = {
+    # The reference implementation the JAX models are checked against, and the test runner.
+    # torch is pinned to the CPU build that lies on the CI machines' disk.
+    "test": [
+        "pytest>=8",
+        "torch==2.13.0",
+        "transformers>=4.56",
+        "ruff>=0.8",
+    ],
+}
+
+setup(
+    name="orchestra_jax",
+    version="0.1.0",
+    description="JAX/TPU-native training of tool-orchestrating LLMs with reinforcement learning.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["orchestra_jax", "orchestra_jax.*"]),
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": ["orchestra=orchestra_jax.cli:main"]},
+)
