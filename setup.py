@@ -27,6 +27,7 @@ EXTRAS_REQUIRE = {
         "pytest>=8",
         "torch==2.13.0",
         "transformers>=4.56",
+        "accelerate>=1.0",  # transformers needs it to load GGUF references
         "ruff>=0.8",
     ],
 }

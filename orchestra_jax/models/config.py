@@ -97,7 +97,8 @@ class ModelConfig:
         q = d * self.num_heads * self.head_dim
         kv = 2 * d * self.num_kv_heads * self.head_dim
         o = self.num_heads * self.head_dim * d
-        bias = (self.num_heads + 2 * self.num_kv_heads) * self.head_dim if self.attention_bias else 0
+        bias = (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
+        bias = bias if self.attention_bias else 0
         norms = 2 * d + (2 * self.head_dim if self.qk_norm else 0)
         layer = q + kv + o + bias + 3 * d * f + norms
         head = 0 if self.tie_word_embeddings else d * v
@@ -163,7 +164,11 @@ class ModelConfig:
 
     def to_hf(self) -> dict[str, Any]:
         """The `config.json` dict transformers needs to rebuild this model."""
-        arch = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+        arch = {
+            "llama": "LlamaForCausalLM",
+            "qwen2": "Qwen2ForCausalLM",
+            "qwen3": "Qwen3ForCausalLM",
+        }
         model_type = self.model_type
         if model_type == "llama" and self.qk_norm:
             model_type = "qwen3"

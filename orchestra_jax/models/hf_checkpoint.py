@@ -18,7 +18,11 @@ from flax import nnx
 
 from orchestra_jax.models.config import ModelConfig
 from orchestra_jax.models.decoder import Decoder
-from orchestra_jax.models.safetensors_io import SafetensorsDirectory, write_safetensors, write_sharded
+from orchestra_jax.models.safetensors_io import (
+    SafetensorsDirectory,
+    write_safetensors,
+    write_sharded,
+)
 from orchestra_jax.models.sharded import abstract_decoder, load_decoder
 from orchestra_jax.sharding.rules import LogicalRules
 

@@ -16,7 +16,7 @@ from flax import nnx
 
 from orchestra_jax.models.config import ModelConfig, dtype_from_name
 from orchestra_jax.models.decoder import Decoder
-from orchestra_jax.sharding.rules import LogicalRules, named_sharding
+from orchestra_jax.sharding.rules import LogicalRules, logical_to_spec, named_sharding
 
 Path = tuple[Any, ...]
 
@@ -96,3 +96,24 @@ def load_decoder(
         )
         leaves.append((path, variable.replace(array)))
     return nnx.merge(graphdef, nnx.from_flat_state(leaves))
+
+
+def sharded_logits_fn(
+    model: Decoder, mesh: jax.sharding.Mesh, rules: LogicalRules | None = None
+) -> Callable[[nnx.State, Any, Any], jax.Array]:
+    """`jit(state, ids, mask) -> logits` with explicit shardings for params, batch and logits.
+
+    The batch dimension is split over `data` x `fsdp`: callers pad it to a multiple of that.
+    """
+    graphdef, state = nnx.split(model)
+    param_shardings = state_shardings(state, mesh, rules)
+    batch = jax.NamedSharding(mesh, logical_to_spec(("batch", "length"), None, mesh, rules))
+    vocab = model.config.vocab_size
+    logits = jax.NamedSharding(
+        mesh, logical_to_spec(("batch", "length", "act_vocab"), (0, 0, vocab), mesh, rules)
+    )
+
+    def forward(state: nnx.State, ids: jax.Array, mask: jax.Array) -> jax.Array:
+        return nnx.merge(graphdef, state)(ids, mask).logits
+
+    return jax.jit(forward, in_shardings=(param_shardings, batch, batch), out_shardings=logits)

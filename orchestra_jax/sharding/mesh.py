@@ -41,8 +41,8 @@ def make_mesh(
             raise ValueError(f"mesh shape {dims} does not divide {n} devices")
         dims[dims.index(-1)] = n // known
     if int(np.prod(dims)) != n:
-        raise ValueError(f"mesh shape {dict(zip(MESH_AXES, dims))} needs {int(np.prod(dims))} "
-                         f"devices, have {n}")
+        named = dict(zip(MESH_AXES, dims, strict=True))
+        raise ValueError(f"mesh shape {named} needs {int(np.prod(dims))} devices, have {n}")
     return jax.make_mesh(
         tuple(dims),
         MESH_AXES,
