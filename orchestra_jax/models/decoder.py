@@ -100,7 +100,7 @@ class Decoder(nnx.Module):
                 positions_bt = positions_from_mask(mask_bt, cache.next_position)
         inv_freq = rope_inverse_frequencies(cfg)
 
-        x = jnp.take(self.embed.value, input_ids_bt, axis=0).astype(dtype)
+        x = jnp.take(self.embed[...], input_ids_bt, axis=0).astype(dtype)
         x = constrain(x, ("batch", "length", "act_embed"))
         layer_args = (positions_bt, key_mask_bs, query_slots_t, inv_freq)
         if cfg.scan_layers:
@@ -143,12 +143,12 @@ class Decoder(nnx.Module):
         dtype = hidden_btd.dtype
         if self.config.tie_word_embeddings:
             logits = jnp.einsum(
-                "btd,vd->btv", hidden_btd, self.embed.value.astype(dtype),
+                "btd,vd->btv", hidden_btd, self.embed[...].astype(dtype),
                 preferred_element_type=jnp.float32,
             )
         else:
             logits = jnp.einsum(
-                "btd,dv->btv", hidden_btd, self.lm_head.value.astype(dtype),
+                "btd,dv->btv", hidden_btd, self.lm_head[...].astype(dtype),
                 preferred_element_type=jnp.float32,
             )
         return constrain(logits.astype(jnp.float32), ("batch", "length", "act_vocab"))
@@ -156,7 +156,7 @@ class Decoder(nnx.Module):
     def values_from_hidden(self, hidden_btd: jax.Array) -> jax.Array:
         """Scalar value per position (PPO critic), in float32."""
         h = hidden_btd.astype(jnp.float32)
-        return h @ self.value_kernel.value + self.value_bias.value
+        return h @ self.value_kernel[...] + self.value_bias[...]
 
     def __call__(
         self,

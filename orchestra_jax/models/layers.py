@@ -51,7 +51,7 @@ class RMSNorm(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)
         normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return (normed * self.scale.value.astype(jnp.float32)).astype(x.dtype)
+        return (normed * self.scale[...].astype(jnp.float32)).astype(x.dtype)
 
 
 def rope_inverse_frequencies(config: ModelConfig) -> jax.Array:
@@ -109,10 +109,10 @@ class Attention(nnx.Module):
 
     def _project(self, x_btd: jax.Array, name: str) -> jax.Array:
         dtype = x_btd.dtype
-        kernel = getattr(self, f"{name}_proj").value.astype(dtype)
+        kernel = getattr(self, f"{name}_proj")[...].astype(dtype)
         y = jnp.einsum("btd,dhk->bthk", x_btd, kernel)
         if self.config.attention_bias:
-            y = y + getattr(self, f"{name}_bias").value.astype(dtype)
+            y = y + getattr(self, f"{name}_bias")[...].astype(dtype)
         return y
 
     def __call__(
@@ -161,7 +161,7 @@ class Attention(nnx.Module):
         probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
         out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, cfg.num_heads, hd)
         out = constrain(out, ("batch", "length", "act_heads", "head_dim"))
-        y = jnp.einsum("bthk,hkd->btd", out, self.o_proj.value.astype(out.dtype))
+        y = jnp.einsum("bthk,hkd->btd", out, self.o_proj[...].astype(out.dtype))
         return y, new_cache
 
 
@@ -177,10 +177,10 @@ class MLP(nnx.Module):
 
     def __call__(self, x_btd: jax.Array) -> jax.Array:
         dtype = x_btd.dtype
-        gate = x_btd @ self.gate_proj.value.astype(dtype)
-        up = x_btd @ self.up_proj.value.astype(dtype)
+        gate = x_btd @ self.gate_proj[...].astype(dtype)
+        up = x_btd @ self.up_proj[...].astype(dtype)
         hidden = constrain(jax.nn.silu(gate) * up, ("batch", "length", "act_mlp"))
-        return hidden @ self.down_proj.value.astype(dtype)
+        return hidden @ self.down_proj[...].astype(dtype)
 
 
 class DecoderLayer(nnx.Module):
