@@ -88,12 +88,17 @@ class GGUFCheckpoint(Mapping[str, np.ndarray]):
 
         tensor = self._tensors[name]
         shape = tuple(int(d) for d in reversed(tensor.shape))
-        weight = np.asarray(dequantize(tensor.data, tensor.tensor_type), np.float32).reshape(shape)
+        # A plain ndarray view: dequantizing a np.memmap pays a subclass hook per row group.
+        raw = np.asarray(tensor.data)
+        weight = np.asarray(dequantize(raw, tensor.tensor_type), np.float32).reshape(shape)
         if name.endswith("self_attn.q_proj.weight"):
             weight = unpermute_rotary_rows(weight, self.num_heads)
         elif name.endswith("self_attn.k_proj.weight"):
             weight = unpermute_rotary_rows(weight, self.num_kv_heads)
         return weight
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tensors
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._tensors)

@@ -84,6 +84,9 @@ class SafetensorsDirectory(Mapping[str, np.ndarray]):
         data = np.memmap(path, dtype=dtype, mode="r", offset=begin, shape=(count,))
         return data.reshape(shape)
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
 
