@@ -128,9 +128,17 @@ def tensor_reader(
         missing = [n for n in src.names if n not in tensors]
         if missing:
             raise KeyError(f"{source}: tensor {missing[0]!r} is missing from the checkpoint")
-        if src.stacked:
-            return np.stack([_to_ours(src.kind, tensors[n], shape[1:]) for n in src.names])
-        return _to_ours(src.kind, tensors[src.names[0]], shape)
+        per_layer_shape = shape[1:] if src.stacked else shape
+        arrays = []
+        for name in src.names:
+            hf = tensors[name]
+            if int(np.prod(hf.shape)) != int(np.prod(per_layer_shape)):
+                raise ValueError(
+                    f"{source}: parameter {'.'.join(map(str, path))} expects {per_layer_shape} "
+                    f"but tensor {name!r} has shape {tuple(hf.shape)} (config mismatch?)"
+                )
+            arrays.append(_to_ours(src.kind, hf, per_layer_shape))
+        return np.stack(arrays) if src.stacked else arrays[0]
 
     return read
 
