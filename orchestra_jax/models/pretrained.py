@@ -156,8 +156,9 @@ def load_pretrained(
         model = load_decoder(config, tensor_reader(checkpoint, config, str(path)), mesh, rules,
                              seed)
         from orchestra_jax.tokenization import HFTokenizer
+        from orchestra_jax.tokenization.gguf_vocab import read_gguf_vocab
 
-        tokenizer = HFTokenizer.from_gguf(path)
+        tokenizer = HFTokenizer.from_gguf_vocab(read_gguf_vocab(path, reader=checkpoint.reader))
     elif Path(source).is_dir():
         config, model = load_hf_checkpoint(source, mesh, rules=rules, **overrides)
         if (Path(source) / "tokenizer.json").is_file() or any(Path(source).glob("*.model")):
