@@ -6,6 +6,7 @@ bucketed sampler is built for throughput; this one is built to be obviously righ
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -42,6 +43,17 @@ def _pick(logits_bv: jax.Array, temperature: jax.Array, key: jax.Array) -> jax.A
     return jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32)
 
 
+@functools.lru_cache(maxsize=16)
+def _step_fn(graphdef: nnx.GraphDef):
+    """One jitted prefill-or-decode step per model structure, reused across calls."""
+
+    def run(state, ids, mask, cache, temperature, key):
+        out = nnx.merge(graphdef, state)(ids, mask, cache=cache)
+        return _pick(out.logits[:, -1], temperature, key), out.cache
+
+    return jax.jit(run, donate_argnums=(3,))
+
+
 def generate_tokens(
     model: Decoder,
     mesh: jax.sharding.Mesh,
@@ -66,12 +78,7 @@ def generate_tokens(
     ids, mask = left_pad(rows, pad_id, prompt_len)
     cache_len = _round_up(prompt_len + max_new_tokens, _LENGTH_BUCKET)
     graphdef, state = nnx.split(model)
-
-    def run(state, ids, mask, cache, temperature, key):
-        out = nnx.merge(graphdef, state)(ids, mask, cache=cache)
-        return _pick(out.logits[:, -1], temperature, key), out.cache
-
-    step = jax.jit(run, donate_argnums=(3,))
+    step = _step_fn(graphdef)
     with jax.set_mesh(mesh):
         cache = KVCache.init(config, batch, cache_len)
         cache = jax.device_put(cache, tree_shardings(cache.logical_axes(), cache, mesh))
