@@ -193,8 +193,16 @@ class DecoderLayer(nnx.Module):
         self.post_attention_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, pdt)
         self.mlp = MLP(config, rngs=rngs)
 
-    def __call__(self, x_btd, positions_bt, key_mask_bs, query_slots_t, inv_freq,
-                 cache_kv=None, cache_start=None):
+    def __call__(
+        self,
+        x_btd: jax.Array,
+        positions_bt: jax.Array,
+        key_mask_bs: jax.Array,
+        query_slots_t: jax.Array,
+        inv_freq: jax.Array,
+        cache_kv: tuple[jax.Array, jax.Array] | None = None,
+        cache_start: jax.Array | None = None,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
         attn, new_cache = self.attention(
             self.input_norm(x_btd), positions_bt, key_mask_bs, query_slots_t, inv_freq,
             cache_kv, cache_start,
