@@ -15,7 +15,7 @@ from typing import Any
 
 from tokenizers import Tokenizer as RustTokenizer
 
-from orchestra_jax.tokenization.chat_template import render_chat_template, select_template
+from orchestra_jax.tokenization.backend_base import ChatTokenizerBase
 from orchestra_jax.tokenization.gguf_vocab import (
     GGUFVocab,
     PreTokenizerFlavour,
@@ -60,7 +60,7 @@ def _read_chat_templates(directory: Path, config: Mapping[str, Any]) -> str | di
     return templates["default"] if list(templates) == ["default"] else templates
 
 
-class HFTokenizer:
+class HFTokenizer(ChatTokenizerBase):
     """A `tokenizers.Tokenizer` plus the special tokens and chat template a checkpoint declares."""
 
     def __init__(
@@ -148,49 +148,9 @@ class HFTokenizer:
         return self._tokenizer.decode([int(i) for i in ids],
                                       skip_special_tokens=skip_special_tokens)
 
-    def apply_chat_template(
-        self,
-        messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None = None,
-        add_generation_prompt: bool = False,
-        *,
-        chat_template: str | None = None,
-        **variables: Any,
-    ) -> str:
-        """Render like transformers; `chat_template` overrides (a source or a template name)."""
-        template = select_template(self.chat_template, chat_template, tools)
-        return render_chat_template(template, messages, tools=tools,
-                                    add_generation_prompt=add_generation_prompt,
-                                    special_tokens=self._special, **variables)
-
     @property
     def vocab_size(self) -> int:
         return self._vocab_size
-
-    @property
-    def bos_token_id(self) -> int | None:
-        return self._id_of("bos_token")
-
-    @property
-    def eos_token_id(self) -> int | None:
-        return self._id_of("eos_token")
-
-    @property
-    def pad_token_id(self) -> int | None:
-        return self._id_of("pad_token")
-
-    @property
-    def unk_token_id(self) -> int | None:
-        return self._id_of("unk_token")
-
-    @property
-    def stop_token_ids(self) -> tuple[int, ...]:
-        return self._stop_ids
-
-    @property
-    def special_tokens(self) -> dict[str, str | None]:
-        """`{"bos_token": ..., "eos_token": ..., "unk_token": ..., "pad_token": ...}`."""
-        return dict(self._special)
 
     @property
     def backend(self) -> RustTokenizer:
@@ -233,10 +193,6 @@ class HFTokenizer:
                 target.write_text(source, encoding="utf-8")
         (directory / "tokenizer_config.json").write_text(
             json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-    def _id_of(self, name: str) -> int | None:
-        token = self._special[name]
-        return None if token is None else self._tokenizer.token_to_id(token)
 
     def __repr__(self) -> str:
         return (f"HFTokenizer(vocab_size={self.vocab_size}, eos={self._special['eos_token']!r}, "

@@ -18,13 +18,13 @@ from typing import Any
 
 import sentencepiece as spm
 
-from orchestra_jax.tokenization.chat_template import render_chat_template, select_template
+from orchestra_jax.tokenization.backend_base import ChatTokenizerBase
 
 SP_MODEL_FILE = "tokenizer.model"
 SP_CONFIG_FILE = "sp_tokenizer_config.json"
 
 
-class SentencePieceTokenizer:
+class SentencePieceTokenizer(ChatTokenizerBase):
     """A SentencePiece model with HF-like special-token handling and a chat template.
 
     Special tokens default to the model's own unk/bos/eos/pad pieces. Chat models override
@@ -151,49 +151,9 @@ class SentencePieceTokenizer:
         parts.append(self._sp.decode(run))
         return "".join(parts)
 
-    def apply_chat_template(
-        self,
-        messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None = None,
-        add_generation_prompt: bool = False,
-        *,
-        chat_template: str | None = None,
-        **variables: Any,
-    ) -> str:
-        """Render like transformers; `chat_template` overrides (a source or a template name)."""
-        template = select_template(self.chat_template, chat_template, tools)
-        return render_chat_template(template, messages, tools=tools,
-                                    add_generation_prompt=add_generation_prompt,
-                                    special_tokens=self._special, **variables)
-
     @property
     def vocab_size(self) -> int:
         return self._sp.get_piece_size()
-
-    @property
-    def bos_token_id(self) -> int | None:
-        return self._id_of("bos_token")
-
-    @property
-    def eos_token_id(self) -> int | None:
-        return self._id_of("eos_token")
-
-    @property
-    def pad_token_id(self) -> int | None:
-        return self._id_of("pad_token")
-
-    @property
-    def unk_token_id(self) -> int | None:
-        return self._id_of("unk_token")
-
-    @property
-    def stop_token_ids(self) -> tuple[int, ...]:
-        return self._stop_ids
-
-    @property
-    def special_tokens(self) -> dict[str, str | None]:
-        """`{"bos_token": ..., "eos_token": ..., "unk_token": ..., "pad_token": ...}`."""
-        return dict(self._special)
 
     @property
     def processor(self) -> spm.SentencePieceProcessor:
@@ -229,10 +189,6 @@ class SentencePieceTokenizer:
 
     def _piece_or_none(self, i: int) -> str | None:
         return self._sp.id_to_piece(i) if 0 <= i < self._sp.get_piece_size() else None
-
-    def _id_of(self, name: str) -> int | None:
-        token = self._special[name]
-        return None if token is None else self.token_to_id(token)
 
     def __repr__(self) -> str:
         return (f"SentencePieceTokenizer(vocab_size={self.vocab_size}, "
