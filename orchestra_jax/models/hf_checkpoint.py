@@ -23,7 +23,7 @@ from orchestra_jax.models.safetensors_io import (
     write_safetensors,
     write_sharded,
 )
-from orchestra_jax.models.sharded import abstract_decoder, load_decoder
+from orchestra_jax.models.sharded import load_decoder
 from orchestra_jax.sharding.rules import LogicalRules
 
 #: Our value head is not part of any HF architecture; it is saved beside the HF weights.
@@ -192,8 +192,3 @@ def save_hf_checkpoint(
         })
     return directory
 
-
-def expected_parameter_paths(config: ModelConfig) -> list[tuple]:
-    """All parameter paths of a decoder with `config` (for error messages and tests)."""
-    _, abstract = abstract_decoder(config)
-    return [tuple(p) for p, _ in nnx.to_flat_state(abstract)]
