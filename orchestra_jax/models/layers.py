@@ -23,6 +23,10 @@ MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 _normal = jax.nn.initializers.normal(stddev=0.02)
 
+#: Query block of the cache-free (prefill/training) attention: blocks above the causal
+#: diagonal are skipped.
+ATTENTION_BLOCK = 256
+
 
 def make_param(
     rngs: nnx.Rngs | None,
@@ -152,14 +156,26 @@ class Attention(nnx.Module):
             k, v = cache_k.astype(q.dtype), cache_v.astype(q.dtype)
 
         b, t, _, hd = q.shape
-        q = q.reshape(b, t, cfg.num_kv_heads, cfg.num_query_groups, hd)
-        scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
-        scores = scores / math.sqrt(hd)
         key_slots = jnp.arange(k.shape[1])
         visible = (key_slots[None, :] <= query_slots_t[:, None])[None] & key_mask_bs[:, None, :]
-        scores = jnp.where(visible[:, None, None, :, :], scores, MASK_VALUE)
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, cfg.num_heads, hd)
+        # Head-major operands: every (batch, kv head) pair is one plain matmul whose scores come
+        # out in the (..., t, s) layout that the mask and the softmax read, with no transposing
+        # copy of the scores in between (XLA:CPU then fuses the softmax into the PV matmul).
+        q = q.reshape(b, t, cfg.num_kv_heads, cfg.num_query_groups, hd).transpose(0, 2, 3, 1, 4)
+        k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # (b, kv_heads, s, hd)
+        # Without a cache, queries [c0, c1) see keys [0, c1) only: skip the masked-out blocks.
+        block = ATTENTION_BLOCK if cache_kv is None else t
+        outs = []
+        for c0 in range(0, t, block):
+            c1 = min(c0 + block, t)
+            s1 = c1 if cache_kv is None else k.shape[2]
+            scores = jnp.einsum("bkgtd,bksd->bkgts", q[:, :, :, c0:c1], k[:, :, :s1],
+                                preferred_element_type=jnp.float32) / math.sqrt(hd)
+            scores = jnp.where(visible[:, None, None, c0:c1, :s1], scores, MASK_VALUE)
+            probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+            outs.append(jnp.einsum("bkgts,bksd->bkgtd", probs, v[:, :, :s1]))
+        out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=3)
+        out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, cfg.num_heads, hd)
         out = constrain(out, ("batch", "length", "act_heads", "head_dim"))
         y = jnp.einsum("bthk,hkd->btd", out, self.o_proj[...].astype(out.dtype))
         return y, new_cache

@@ -63,3 +63,14 @@ def test_bfloat16_model_tracks_float32(tmp_path):
     scale = np.abs(f32[real]).max()
     assert np.abs(low - f32)[real].max() <= 0.05 * scale
     assert (low[real].argmax(-1) == f32[real].argmax(-1)).mean() >= 0.9
+
+
+def test_blockwise_causal_attention_matches_transformers(tmp_path, monkeypatch):
+    from orchestra_jax.models import layers
+
+    monkeypatch.setattr(layers, "ATTENTION_BLOCK", 5)  # 12 tokens: blocks of 5, 5 and 2
+    hf = build_hf_model("llama", tmp_path, heads=6, kv_heads=2)
+    lm = load_pretrained(tmp_path)
+    ids, mask = padded_batch(lm.config.vocab_size, seed=3)
+    diff = np.abs(lm.logits(ids, mask) - hf_logits(hf, ids, mask))[mask.astype(bool)]
+    assert diff.max() <= 1e-4
