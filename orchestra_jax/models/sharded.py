@@ -57,6 +57,20 @@ def sharded_init(config: ModelConfig, mesh: jax.sharding.Mesh, seed: int = 0,
     return nnx.merge(graphdef, state)
 
 
+def _fresh_parameter(path: Path, shaped: Any, sharding: Any, seed: int) -> jax.Array:
+    """Initialise one parameter a checkpoint lacks (the value head) like the module does:
+    biases and scalars at zero, kernels N(0, 0.02), born on their sharding."""
+    key = jax.random.fold_in(jax.random.key(seed), len(path))
+    zero = len(shaped.shape) == 0 or str(path[-1]).endswith("bias")
+
+    def init() -> jax.Array:
+        if zero:
+            return jax.numpy.zeros(shaped.shape, shaped.dtype)
+        return 0.02 * jax.random.normal(key, shaped.shape, shaped.dtype)
+
+    return jax.jit(init, out_shardings=sharding)()
+
+
 def load_decoder(
     config: ModelConfig,
     tensor_for_path: Callable[[Path, tuple[int, ...]], np.ndarray | None],
@@ -68,23 +82,21 @@ def load_decoder(
 
     `tensor_for_path(path, shape)` returns the parameter at `path` as a numpy array of `shape`
     (any float dtype), or None for a parameter the checkpoint does not hold (a new value head),
-    which then gets its fresh initialisation.
+    which then gets a fresh initialisation of that parameter alone.
     """
     graphdef, abstract = abstract_decoder(config)
     shardings = state_shardings(abstract, mesh, rules)
     param_dtype = dtype_from_name(config.param_dtype)
     flat_abstract = dict(nnx.to_flat_state(abstract))
     flat_shardings = dict(nnx.to_flat_state(shardings))
-    fresh: dict[Path, nnx.Variable] | None = None
     leaves = []
     for path, variable in flat_abstract.items():
         shaped = variable.get_value()
         sharding = flat_shardings[path].get_value()
         host = tensor_for_path(path, tuple(shaped.shape))
         if host is None:
-            if fresh is None:
-                fresh = dict(nnx.to_flat_state(nnx.state(sharded_init(config, mesh, seed, rules))))
-            leaves.append((path, variable.replace(fresh[path].get_value())))
+            array = _fresh_parameter(path, shaped, sharding, seed)
+            leaves.append((path, variable.replace(array)))
             continue
         if tuple(host.shape) != tuple(shaped.shape):
             raise ValueError(

@@ -55,3 +55,13 @@ def test_value_head_is_saved_beside_the_hf_weights(tmp_path):
     np.testing.assert_array_equal(
         np.asarray(lm.model.value_kernel[...]), np.asarray(again.model.value_kernel[...])
     )
+
+
+def test_value_head_missing_from_a_checkpoint_is_freshly_initialised(tmp_path):
+    build_hf_model("qwen3", tmp_path)
+    plain = load_pretrained(tmp_path)
+    with_value = load_pretrained(tmp_path, value_head=True)
+    kernel = np.asarray(with_value.model.value_kernel[...])
+    assert 0.01 < kernel.std() < 0.03 and float(with_value.model.value_bias[...]) == 0.0
+    ids, mask = padded_batch(plain.config.vocab_size)
+    np.testing.assert_array_equal(plain.logits(ids, mask), with_value.logits(ids, mask))
