@@ -18,6 +18,8 @@ INSTALL_REQUIRES = [
     "jinja2>=3.1",
     "gguf>=0.16",
     "psutil>=5.9",
+    "aiohttp>=3.10",  # expert/search HTTP clients and `orchestra serve`
+    "bm25s>=0.2",  # local search
 ]
 
 EXTRAS_REQUIRE = {
@@ -29,6 +31,11 @@ EXTRAS_REQUIRE = {
         "transformers>=4.56",
         "accelerate>=1.0",  # transformers needs it to load GGUF references
         "ruff>=0.8",
+        "openai>=1.50",  # the official client, talking to `orchestra serve` in tests
+    ],
+    # Peers that the benchmarks compare against (not needed by the tests).
+    "bench": [
+        "google-tunix>=0.1.7",
     ],
 }
 

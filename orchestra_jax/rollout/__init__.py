@@ -1,0 +1,1 @@
+"""Rollouts: the jitted sampler, the request batcher, episodes and trajectories."""

@@ -1,0 +1,1 @@
+"""`orchestra serve`: an OpenAI-compatible chat-completions server for any loadable checkpoint."""
