@@ -48,6 +48,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["orchestra_jax", "orchestra_jax.*"]),
     include_package_data=True,
+    package_data={"orchestra_jax.tools": ["data/*.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["orchestra=orchestra_jax.cli:main"]},

@@ -113,7 +113,7 @@ class Decoder(nnx.Module):
                 if kv is not None:
                     new_k.append(kv[0])
                     new_v.append(kv[1])
-            new_kv = (jnp.stack(new_k), jnp.stack(new_v)) if cache is not None else None
+            new_kv = (tuple(new_k), tuple(new_v)) if cache is not None else None
         hidden = self.final_norm(x)
         new_cache = None
         if cache is not None:
@@ -135,7 +135,11 @@ class Decoder(nnx.Module):
             layer = nnx.merge(graphdef, layer_state)
             return _apply_layer(layer, h, layer_args, kv, start, remat)
 
-        kv_stack = None if cache is None else (cache.k, cache.v)
+        kv_stack = None
+        if cache is not None:  # a per-layer cache (built for an unrolled config) is stacked
+            kv_stack = tuple(
+                jnp.stack(c) if isinstance(c, tuple) else c for c in (cache.k, cache.v)
+            )
         return jax.lax.scan(body, x, (state, kv_stack))
 
     def logits_from_hidden(self, hidden_btd: jax.Array) -> jax.Array:

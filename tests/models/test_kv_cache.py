@@ -24,7 +24,8 @@ def test_stepwise_decode_matches_recompute(scan_layers):
     mask[2, :5] = 0  # a one-token prompt
     full = np.asarray(model(jnp.asarray(ids), jnp.asarray(mask)).logits)
 
-    cache = KVCache.init(CONFIG, batch_size=3, max_length=16)
+    cache = KVCache.init(model.config, batch_size=3, max_length=16)
+    assert cache.stacked == scan_layers  # one array per layer unless the layers are scanned
     out = model(jnp.asarray(ids[:, :prompt_len]), jnp.asarray(mask[:, :prompt_len]), cache=cache)
     step_logits = [np.asarray(out.logits)]
     cache = out.cache
