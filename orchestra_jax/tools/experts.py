@@ -1,0 +1,267 @@
+"""LLMs used as tools: one completion interface, priced experts, and a task's pool of aliases.
+
+The policy never names a model; it names an *alias* ("expert-1", "math-small") and the task's
+configuration decides which model answers behind it and at what price. That indirection is what
+the method's augmentation varies (random alias -> model mappings, random price schedules), so an
+`Expert` binds an alias to a model, a client that can reach it, and the price charged for it.
+
+Every client speaks one interface, `ChatClient.complete`, whether it is a real OpenAI-compatible
+endpoint (`openai_client.OpenAIChatClient`) or a simulated expert
+(`simulated_expert.SimulatedExpert`). Money is computed here from the completion's *real* token
+usage, never estimated from text lengths, so cost in the reward is what a bill would say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from orchestra_jax.tools.http_errors import MissingApiKeyError
+from orchestra_jax.tools.pricing import Price, PricingCatalog
+from orchestra_jax.tools.results import ToolError, ToolErrorKind
+
+
+@dataclass(frozen=True)
+class ChatCompletion:
+    """One finished chat completion and its measured usage.
+
+    `tokens_in`/`tokens_out` are the server's usage counts (prompt / completion tokens);
+    `latency_s` is the wall-clock of the request, or the simulated latency of a simulated
+    expert; `model` is the model the client was configured for (the name prices are looked up
+    by). `tool_calls` holds the reply's OpenAI-format tool calls, if it made any.
+    """
+
+    text: str
+    tokens_in: int
+    tokens_out: int
+    latency_s: float
+    model: str
+    finish_reason: str | None = None
+    tool_calls: tuple = ()
+
+
+@runtime_checkable
+class ChatClient(Protocol):
+    """Anything that turns chat messages into a `ChatCompletion`.
+
+    Failures are raised as `ToolError` with a classified kind (connection, rate limit, ...) so
+    the executor can retry or record them. `hints` is task metadata that only a simulated
+    expert reads (task family, gold answer, role: "answer" | "query" | "code"); real endpoints
+    ignore it, and it never goes on the wire.
+    """
+
+    async def complete(
+        self,
+        messages: list[dict],
+        *,
+        max_tokens: int = 1024,
+        temperature: float = 0.0,
+        hints: Mapping[str, Any] | None = None,
+    ) -> ChatCompletion: ...
+
+
+def check_messages(messages: Any) -> list[dict]:
+    """Validate chat messages before they cost anything; INVALID_ARGUMENTS names the defect.
+
+    Each message is an object with a string `role`; `content` is a string, a list of content
+    parts, or None (an assistant turn that only made tool calls).
+    """
+    if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
+        raise ToolError(
+            ToolErrorKind.INVALID_ARGUMENTS,
+            f"messages must be a non-empty list of message objects, got {type(messages).__name__}",
+        )
+    for index, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise ToolError(
+                ToolErrorKind.INVALID_ARGUMENTS,
+                f"message {index} must be an object, got {type(message).__name__}",
+            )
+        if not isinstance(message.get("role"), str):
+            raise ToolError(
+                ToolErrorKind.INVALID_ARGUMENTS, f"message {index} has no string 'role'"
+            )
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise ToolError(
+                ToolErrorKind.INVALID_ARGUMENTS,
+                f"message {index} content must be a string, a list of parts or null, "
+                f"got {type(content).__name__}",
+            )
+    return [dict(m) for m in messages]
+
+
+def check_generation_args(max_tokens: Any, temperature: Any) -> None:
+    """Reject sampling arguments no server would accept, before sending them."""
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ToolError(
+            ToolErrorKind.INVALID_ARGUMENTS, f"max_tokens must be an int >= 1, got {max_tokens!r}"
+        )
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        raise ToolError(
+            ToolErrorKind.INVALID_ARGUMENTS, f"temperature must be a number, got {temperature!r}"
+        )
+    if not 0 <= temperature <= 2:
+        raise ToolError(
+            ToolErrorKind.INVALID_ARGUMENTS, f"temperature must lie in [0, 2], got {temperature!r}"
+        )
+
+
+@dataclass(frozen=True)
+class Expert:
+    """An alias bound to a model, the client that reaches it, and the price charged for it."""
+
+    alias: str
+    model: str
+    client: ChatClient
+    price: Price
+
+    async def complete(self, messages: list[dict], **kwargs: Any) -> tuple[ChatCompletion, float]:
+        """Ask the expert; returns the completion and its cost in USD from the real usage.
+
+        Keyword arguments (`max_tokens`, `temperature`, `hints`) go to the client unchanged;
+        the client's `ToolError`s propagate so the executor can classify and retry them.
+        """
+        completion = await self.client.complete(messages, **kwargs)
+        return completion, self.price.cost_usd(completion.tokens_in, completion.tokens_out)
+
+
+#: Keys an alias's configuration may carry (anything else is a typo worth an error).
+_SPEC_KEYS = frozenset(
+    {"endpoint", "model", "api_key_env", "timeout_s", "profile", "seed", "sleep", "price"}
+)
+
+
+class ExpertPool:
+    """The experts one task may call, by alias."""
+
+    def __init__(self, experts: Mapping[str, Expert] | Sequence[Expert]):
+        items = experts.values() if isinstance(experts, Mapping) else experts
+        self._experts: dict[str, Expert] = {}
+        for expert in items:
+            if expert.alias in self._experts:
+                raise ValueError(f"expert alias {expert.alias!r} is given twice")
+            self._experts[expert.alias] = expert
+
+    @classmethod
+    def from_config(
+        cls,
+        mapping: Mapping[str, Mapping[str, Any]],
+        catalog: PricingCatalog,
+        clients: Mapping[str, ChatClient] | None = None,
+    ) -> ExpertPool:
+        """Build a pool from `alias -> spec`.
+
+        A spec has `model` (priced through `catalog`) and `endpoint`: an OpenAI-compatible base
+        URL (`http://127.0.0.1:8000/v1`, optional `api_key_env`, `timeout_s`) or `"simulated"`
+        (`profile`: an `ExpertProfile`, its dict form or a preset's name; optional `seed`,
+        `sleep`). `price` (`{"input_usd_per_mtok", "output_usd_per_mtok"}`) overrides the
+        catalog for this alias. `clients` supplies ready-made clients by alias (shared
+        sessions, test doubles); such an alias needs no `endpoint`. Errors name the alias.
+        """
+        clients = clients or {}
+        experts = []
+        for alias, spec in mapping.items():
+            where = f"expert alias {alias!r}"
+            if not isinstance(spec, Mapping):
+                raise ValueError(f"{where}: expected a mapping, got {type(spec).__name__}")
+            unknown = sorted(set(spec) - _SPEC_KEYS)
+            if unknown:
+                raise ValueError(f"{where}: unknown keys {unknown}; allowed: {sorted(_SPEC_KEYS)}")
+            model = spec.get("model")
+            if not isinstance(model, str) or not model:
+                raise ValueError(f"{where}: 'model' must be a non-empty string, got {model!r}")
+            price = cls._price_for(where, model, spec, catalog)
+            try:
+                client = clients[alias] if alias in clients else cls._client_for(model, spec)
+            except (TypeError, ValueError, KeyError) as exc:
+                # The alias in front; a missing key stays a MissingApiKeyError.
+                if isinstance(exc, MissingApiKeyError):
+                    raise MissingApiKeyError(f"{where}: {exc}") from None
+                raise ValueError(f"{where}: {exc}") from None
+            experts.append(Expert(alias=alias, model=model, client=client, price=price))
+        return cls(experts)
+
+    @staticmethod
+    def _client_for(model: str, spec: Mapping[str, Any]) -> ChatClient:
+        """A client for a spec's `endpoint`: a simulated expert or an OpenAI-compatible URL."""
+        # Imported here: both modules import this one for `ChatCompletion`.
+        from orchestra_jax.tools.openai_client import OpenAIChatClient
+        from orchestra_jax.tools.simulated_expert import ExpertProfile, SimulatedExpert
+
+        endpoint = spec.get("endpoint")
+        if endpoint == "simulated":
+            if spec.get("profile") is None:
+                raise ValueError("a simulated expert needs a 'profile'")
+            return SimulatedExpert(
+                ExpertProfile.coerce(spec["profile"]),
+                model=model,
+                seed=int(spec.get("seed", 0)),
+                sleep=bool(spec.get("sleep", False)),
+            )
+        if isinstance(endpoint, str) and endpoint.startswith(("http://", "https://")):
+            return OpenAIChatClient(
+                endpoint,
+                model,
+                api_key_env=spec.get("api_key_env"),
+                timeout_s=float(spec.get("timeout_s", 60.0)),
+            )
+        raise ValueError(f"'endpoint' must be an http(s) URL or 'simulated', got {endpoint!r}")
+
+    @staticmethod
+    def _price_for(
+        where: str, model: str, spec: Mapping[str, Any], catalog: PricingCatalog
+    ) -> Price:
+        override = spec.get("price")
+        if override is None:
+            try:
+                return catalog.price(model)
+            except KeyError as exc:
+                raise ValueError(f"{where}: {exc.args[0]}") from None
+        if isinstance(override, Price):
+            return override
+        if not isinstance(override, Mapping):
+            raise ValueError(f"{where}: 'price' must be a mapping, got {override!r}")
+        try:
+            return Price(
+                input_usd_per_mtok=override["input_usd_per_mtok"],
+                output_usd_per_mtok=override["output_usd_per_mtok"],
+                provider=str(override.get("provider", "")),
+            )
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"{where}: bad 'price' {dict(override)!r}: {exc}") from None
+
+    def __getitem__(self, alias: str) -> Expert:
+        try:
+            return self._experts[alias]
+        except KeyError:
+            raise KeyError(
+                f"no expert with alias {alias!r}; known aliases: {', '.join(self.aliases())}"
+            ) from None
+
+    def __contains__(self, alias: object) -> bool:
+        return alias in self._experts
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._experts)
+
+    def __len__(self) -> int:
+        return len(self._experts)
+
+    def aliases(self) -> list[str]:
+        """The aliases in configuration order (the order tool descriptions list them)."""
+        return list(self._experts)
+
+    async def aclose(self) -> None:
+        """Close every client that holds resources (HTTP sessions); safe to call twice."""
+        closed: set[int] = set()
+        for expert in self._experts.values():
+            close = getattr(expert.client, "aclose", None)
+            if close is not None and id(expert.client) not in closed:
+                closed.add(id(expert.client))
+                await close()
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{a}={e.model}" for a, e in self._experts.items())
+        return f"ExpertPool({inner})"
