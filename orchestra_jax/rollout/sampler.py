@@ -57,9 +57,13 @@ def _powers_of_two(lo: int, hi: int) -> tuple[int, ...]:
 class SamplerBuckets:
     """The shapes programs are compiled for; a request is rounded up to the next one."""
 
-    batch_sizes: tuple[int, ...] = _powers_of_two(1, 256)
-    prompt_lengths: tuple[int, ...] = _powers_of_two(64, 65536)
-    new_tokens: tuple[int, ...] = _powers_of_two(16, 32768)
+    #: Small batches share the 8-row program: decoding is bound by reading the weights, so a
+    #: few idle rows cost little, and every extra program costs a compilation.
+    batch_sizes: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 512)
+    prompt_lengths: tuple[int, ...] = _powers_of_two(64, 131072)
+    #: Only the cache length depends on this bucket (the loop exits when every row is done),
+    #: so it grows by 4x.
+    new_tokens: tuple[int, ...] = tuple(4**i for i in range(3, 9))
     #: Stop sequences per row and tokens per stop sequence (rounded up to powers of two).
     max_stop_sequences: int = 8
     max_stop_sequence_length: int = 16
@@ -194,9 +198,11 @@ def _generate_program(graphdef: nnx.GraphDef, shape: _Shape, cache_shardings: An
             token_b, carry = record(i, step.logits[:, 0], carry)
             return i + 1, token_b, step.cache, carry
 
-        _, _, _, carry = jax.lax.while_loop(cond, body, (jnp.int32(1), token_b, out.cache, carry))
+        steps, _, _, carry = jax.lax.while_loop(
+            cond, body, (jnp.int32(1), token_b, out.cache, carry)
+        )
         tokens_bn, logps_bn, _, _, length_b, stop_b = carry
-        return tokens_bn, logps_bn, length_b, stop_b
+        return tokens_bn, logps_bn, length_b, stop_b, steps
 
     return run
 
@@ -241,6 +247,8 @@ class Sampler:
         self._base_key = jax.random.key(seed)
         self._requests_seen = 0
         self.compile_seconds = 0.0
+        #: Tokens the last call's loop generated per row (it stops when every row is done).
+        self.last_steps = 0
         shards = int(np.prod([mesh.shape[a] for a in ("data", "fsdp")]))
         self._batch_multiple = shards
 
@@ -277,7 +285,8 @@ class Sampler:
             state, version = self._state, self.params_version
             with jax.set_mesh(self.mesh), logical_rules(self.rules):
                 outputs = program(state, *self._put(ids, mask, row, shape))
-            tokens, logps, lengths, stopped = jax.device_get(outputs)
+            tokens, logps, lengths, stopped, steps = jax.device_get(outputs)
+            self.last_steps = int(steps)
         results = []
         for i, prompt in enumerate(prompts):
             n = int(lengths[i])
