@@ -1,0 +1,394 @@
+"""Local BM25 retrieval over a JSONL corpus, shared by every episode of a run.
+
+Why it looks like this:
+
+- The index is built once per (corpus content, settings) and cached on disk, because building it
+  over a Wikipedia-sized corpus takes minutes and every training process, evaluation and test
+  would otherwise repeat that work. The cache key hashes the corpus bytes, so editing the corpus
+  can never serve a stale index.
+- Hundreds of concurrent episodes search at once. The paper's retrieval server broke under that
+  load until requests were micro-batched, so `search` does the same: callers await a future, and
+  a small per-event-loop batcher gathers queries for a few milliseconds (or until `max_batch`)
+  and scores them with one `bm25s` `retrieve` call in a worker thread. The event loop stays free
+  for generation and other tools while numpy scores.
+- `bm25s` imports jax at import time when it can find it (only to pick a top-k backend). The
+  tools room is host code that must not pull jax in, so the import below hides jax from it when
+  jax is not loaded yet, and retrieval always asks for the numpy backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestra_jax.tools.search_types import SearchHit
+
+_CACHE_FORMAT = 1  # bump when the on-disk layout or tokenisation changes
+_HASH_CHUNK = 1 << 20
+_IMPORT_LOCK = threading.Lock()
+
+
+def _import_bm25s() -> Any:
+    """Import `bm25s` without letting it import jax (see the module docstring)."""
+    if "bm25s" in sys.modules:
+        return sys.modules["bm25s"]
+    with _IMPORT_LOCK:
+        hide_jax = "jax" not in sys.modules
+        if hide_jax:
+            sys.modules["jax"] = None  # type: ignore[assignment]  # makes `import jax` fail
+        try:
+            import bm25s
+        finally:
+            if hide_jax and sys.modules.get("jax", 0) is None:
+                del sys.modules["jax"]
+    return bm25s
+
+
+def default_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/orchestra_jax/bm25` (usually `~/.cache/orchestra_jax/bm25`)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "orchestra_jax" / "bm25"
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be indexed; the message names the file and, for a row, the line."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """One corpus entry."""
+
+    doc_id: str
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class BM25Settings:
+    """Everything besides the corpus that changes the index (and so the cache key)."""
+
+    k1: float = 1.5
+    b: float = 0.75
+    method: str = "lucene"
+    stopwords: str | None = "en"  # "en" or None
+    lower: bool = True
+    token_pattern: str = r"(?u)\b\w\w+\b"
+    include_title: bool = True  # index "title + text" rather than the text alone
+
+
+def _field(row: dict[str, Any], name: str, where: str, *, required: bool) -> str:
+    value = row.get(name)
+    if value is None:
+        if required:
+            raise CorpusError(f"{where}: missing field {name!r} (keys: {sorted(row)})")
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise CorpusError(f"{where}: field {name!r} must be a string, got {type(value).__name__}")
+    return str(value)
+
+
+def load_corpus(
+    path: str | os.PathLike[str],
+    *,
+    id_field: str = "id",
+    title_field: str = "title",
+    text_field: str = "text",
+) -> list[Document]:
+    """Read a JSONL corpus, one object per line; blank lines are skipped.
+
+    `id` and `text` are required (`id` may be a string or an integer), `title` is optional.
+    Any bad row raises `CorpusError` naming the file and the 1-based line number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"corpus file not found: {path}")
+    documents: list[Document] = []
+    seen: dict[str, int] = {}
+    with path.open("r", encoding="utf-8", errors="strict") as handle:
+        line_no = 0
+        try:
+            for line_no, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{line_no}"
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise CorpusError(f"{where}: not valid JSON ({err.msg})") from None
+                if not isinstance(row, dict):
+                    raise CorpusError(f"{where}: a row must be a JSON object")
+                doc = Document(
+                    doc_id=_field(row, id_field, where, required=True),
+                    title=_field(row, title_field, where, required=False),
+                    text=_field(row, text_field, where, required=True),
+                )
+                if doc.doc_id in seen:
+                    raise CorpusError(
+                        f"{where}: duplicate id {doc.doc_id!r} (first on line {seen[doc.doc_id]})"
+                    )
+                seen[doc.doc_id] = line_no
+                documents.append(doc)
+        except UnicodeDecodeError as err:
+            raise CorpusError(f"{path}:{line_no + 1}: not UTF-8 ({err.reason})") from None
+    if not documents:
+        raise CorpusError(f"{path}: the corpus has no documents")
+    return documents
+
+
+def _corpus_key(path: Path, settings: BM25Settings, fields: tuple[str, str, str]) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    bm25s = _import_bm25s()
+    header = json.dumps(
+        {
+            "format": _CACHE_FORMAT,
+            "bm25s": getattr(bm25s, "__version__", "?"),
+            "settings": settings.__dict__,
+            "fields": fields,
+        },
+        sort_keys=True,
+    )
+    digest.update(header.encode())
+    return digest.hexdigest()[:32]
+
+
+@dataclass
+class _Request:
+    query: str
+    k: int
+    future: asyncio.Future[list[SearchHit]]
+
+
+class _LoopBatcher:
+    """Gathers one event loop's pending queries and runs them as batches, one at a time."""
+
+    def __init__(self, owner: LocalSearch) -> None:
+        self.owner = owner
+        self.pending: list[_Request] = []
+        self.oldest_at = 0.0  # loop time at which the oldest pending request arrived
+        self.full = asyncio.Event()
+        self.worker: asyncio.Task[None] | None = None
+
+    def submit(self, request: _Request) -> None:
+        loop = asyncio.get_running_loop()
+        if not self.pending:
+            self.oldest_at = loop.time()
+        self.pending.append(request)
+        if len(self.pending) >= self.owner.max_batch:
+            self.full.set()
+        if self.worker is None or self.worker.done():
+            self.worker = loop.create_task(self._drain(), name="bm25-batcher")
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        batch: list[_Request] = []
+        try:
+            while self.pending:
+                wait_s = self.oldest_at + self.owner.max_wait_s - loop.time()
+                if len(self.pending) < self.owner.max_batch and wait_s > 0:
+                    try:
+                        await asyncio.wait_for(self.full.wait(), wait_s)
+                    except TimeoutError:
+                        pass
+                size = self.owner.max_batch
+                batch, self.pending = self.pending[:size], self.pending[size:]
+                if self.pending:  # left over from a full batch: they go right after this one
+                    self.oldest_at = float("-inf")
+                if len(self.pending) < size:
+                    self.full.clear()
+                batch = [r for r in batch if not r.future.done()]  # callers that gave up
+                if not batch:
+                    continue
+                queries = [r.query for r in batch]
+                k = max(r.k for r in batch)
+                try:
+                    results = await asyncio.to_thread(self.owner._retrieve, queries, k)
+                except Exception as err:
+                    for request in batch:
+                        if not request.future.done():
+                            request.future.set_exception(err)
+                else:
+                    for request, hits in zip(batch, results, strict=True):
+                        if not request.future.done():
+                            request.future.set_result(hits[: request.k])
+                batch = []
+        finally:
+            # Cancelled (the loop is shutting down): nobody will serve the rest.
+            for request in [*batch, *self.pending]:
+                if not request.future.done():
+                    request.future.cancel()
+            if self.worker is asyncio.current_task():
+                self.worker = None
+
+
+class LocalSearch:
+    """BM25 top-k search over a JSONL corpus, with an on-disk index cache and micro-batching.
+
+    `await search(query, k)` may be called from any number of coroutines; `search_many` is the
+    synchronous batch form. `retrieve_calls` counts `bm25s` retrieve calls (one per batch),
+    `cache_hit` says whether the index came from the cache, `build_s` how long it took to get it.
+    """
+
+    def __init__(
+        self,
+        corpus_path: str | os.PathLike[str],
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        settings: BM25Settings | None = None,
+        id_field: str = "id",
+        title_field: str = "title",
+        text_field: str = "text",
+        max_batch: int = 64,
+        max_wait_s: float = 0.005,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
+        self.corpus_path = Path(corpus_path)
+        self.settings = settings or BM25Settings()
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.retrieve_calls = 0
+        self._lock = threading.Lock()
+        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopBatcher] = (
+            weakref.WeakKeyDictionary()
+        )
+        started = time.perf_counter()
+        self.documents = load_corpus(
+            self.corpus_path, id_field=id_field, title_field=title_field, text_field=text_field
+        )
+        fields = (id_field, title_field, text_field)
+        self.cache_key = _corpus_key(self.corpus_path, self.settings, fields)
+        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.index_dir = root / self.cache_key
+        self._retriever, self.cache_hit = self._load_or_build()
+        self.build_s = time.perf_counter() - started
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    # -- the index -----------------------------------------------------------------------------
+
+    def _tokenize(self, texts: Sequence[str], *, return_ids: bool) -> Any:
+        s = self.settings
+        return _import_bm25s().tokenize(
+            list(texts),
+            lower=s.lower,
+            token_pattern=s.token_pattern,
+            stopwords=s.stopwords,
+            return_ids=return_ids,
+            show_progress=False,
+        )
+
+    def _load_or_build(self) -> tuple[Any, bool]:
+        bm25s = _import_bm25s()
+        marker = self.index_dir / "complete.json"
+        if marker.is_file():
+            try:
+                retriever = bm25s.BM25.load(
+                    str(self.index_dir), load_vocab=True, show_progress=False
+                )
+                if int(retriever.scores["num_docs"]) == len(self.documents):
+                    return retriever, True
+            except Exception:  # any unreadable cache (partial copy, old format) is rebuilt
+                pass
+        s = self.settings
+        retriever = bm25s.BM25(k1=s.k1, b=s.b, method=s.method, backend="numpy")
+        texts = [
+            f"{d.title}\n{d.text}" if s.include_title and d.title else d.text
+            for d in self.documents
+        ]
+        retriever.index(self._tokenize(texts, return_ids=True), show_progress=False)
+        self._save(retriever)
+        return retriever, False
+
+    def _save(self, retriever: Any) -> None:
+        """Write into a temporary sibling, then rename: readers never see half an index."""
+        self.index_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{self.cache_key}.", dir=self.index_dir.parent))
+        try:
+            retriever.save(str(tmp), show_progress=False)
+            (tmp / "complete.json").write_text(
+                json.dumps({"corpus": str(self.corpus_path), "num_docs": len(self.documents)})
+            )
+            if self.index_dir.exists():
+                shutil.rmtree(self.index_dir, ignore_errors=True)
+            try:
+                os.replace(tmp, self.index_dir)
+            except OSError:
+                pass  # another process published the same index first; theirs is as good
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    # -- retrieval -----------------------------------------------------------------------------
+
+    def _retrieve(self, queries: Sequence[str], k: int) -> list[list[SearchHit]]:
+        """Score a batch of queries with one `retrieve` call (runs in a worker thread)."""
+        for query in queries:
+            if not isinstance(query, str):
+                raise TypeError(f"a search query must be a string, got {type(query).__name__}")
+        if not queries:
+            return []
+        k = max(1, min(int(k), len(self.documents)))
+        tokens = self._tokenize(queries, return_ids=False)
+        with self._lock:
+            self.retrieve_calls += 1
+            indices, scores = self._retriever.retrieve(
+                tokens, k=k, backend_selection="numpy", show_progress=False, n_threads=0
+            )
+        out: list[list[SearchHit]] = []
+        for row_idx, row_scores in zip(indices, scores, strict=True):
+            hits = []
+            for idx, score in zip(row_idx.tolist(), row_scores.tolist(), strict=True):
+                if score <= 0.0:
+                    continue  # no query term in the document: not a hit
+                doc = self.documents[idx]
+                hits.append(
+                    SearchHit(doc_id=doc.doc_id, title=doc.title, text=doc.text, score=float(score))
+                )
+            out.append(hits)
+        return out
+
+    def search_many(self, queries: Sequence[str], k: int = 10) -> list[list[SearchHit]]:
+        """Top-`k` hits for each query, best first, with one retrieve call."""
+        _check_k(k)
+        return self._retrieve(list(queries), k)
+
+    async def search(self, query: str, k: int = 10) -> list[SearchHit]:
+        """Top-`k` hits for `query`, best first; batched with concurrent callers."""
+        _check_k(k)
+        if not isinstance(query, str):
+            raise TypeError(f"a search query must be a string, got {type(query).__name__}")
+        loop = asyncio.get_running_loop()
+        batcher = self._batchers.get(loop)
+        if batcher is None:
+            batcher = self._batchers[loop] = _LoopBatcher(self)
+        future: asyncio.Future[list[SearchHit]] = loop.create_future()
+        batcher.submit(_Request(query, k, future))
+        return await future
+
+    def __repr__(self) -> str:
+        return (
+            f"LocalSearch({str(self.corpus_path)!r}, docs={len(self.documents)}, "
+            f"cache_hit={self.cache_hit})"
+        )
+
+
+def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
