@@ -2,6 +2,7 @@
 
     orchestra demo            load the real SmolLM2-135M-Instruct, run a forward pass, chat
     orchestra models          list the model presets and their sizes
+    orchestra serve           an OpenAI-compatible chat-completions server for a checkpoint
 """
 
 from __future__ import annotations
@@ -64,6 +65,26 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from orchestra_jax.serve.server import ServeError, load_chat_server, run_server
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        server = load_chat_server(
+            args.model, dtype=args.dtype, scan_layers=args.scan_layers,
+            served_model_name=args.served_model_name, max_batch_size=args.max_batch_size,
+            max_wait_s=args.max_wait_ms / 1000, default_max_tokens=args.default_max_tokens,
+            max_model_len=args.max_model_len, chat_template=args.chat_template,
+            api_key_env=args.api_key_env, seed=args.seed,
+        )
+    except ServeError as err:
+        print(f"orchestra serve: {err}", file=sys.stderr)
+        return 2
+    return run_server(server, args.host, args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orchestra",
@@ -81,6 +102,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list model presets")
     models.set_defaults(run=_models)
+
+    serve = sub.add_parser("serve", help="OpenAI-compatible chat-completions server")
+    serve.add_argument("--model", default="smollm2-135m-instruct",
+                       help="packaged model name, .gguf file or HF checkpoint directory")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    serve.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    serve.add_argument("--served-model-name", help="the model id clients send (default: --model)")
+    serve.add_argument("--max-batch-size", type=int, default=16,
+                       help="most requests generated together")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0,
+                       help="how long a request waits for others to share its batch")
+    serve.add_argument("--default-max-tokens", type=int, default=512,
+                       help="reply length when a request sets no max_tokens")
+    serve.add_argument("--max-model-len", type=int,
+                       help="context length to allow (default: the model's)")
+    serve.add_argument("--chat-template",
+                       help="Jinja file or 'chatml-tools' instead of the model's own template")
+    serve.add_argument("--scan-layers", action="store_true",
+                       help="scan over layers (much faster compilation)")
+    serve.add_argument("--api-key-env", metavar="VAR",
+                       help="require the key held in environment variable VAR as a Bearer token")
+    serve.add_argument("--seed", type=int, default=0, help="sampling seed of unseeded requests")
+    serve.set_defaults(run=_serve)
     return parser
 
 
