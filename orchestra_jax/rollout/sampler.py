@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from orchestra_jax.models.config import dtype_from_name
 from orchestra_jax.models.decoder import Decoder
 from orchestra_jax.models.kv_cache import KVCache
 from orchestra_jax.rollout.requests import GenerationResult, SamplingParams
@@ -67,6 +68,17 @@ class SamplerBuckets:
     #: Stop sequences per row and tokens per stop sequence (rounded up to powers of two).
     max_stop_sequences: int = 8
     max_stop_sequence_length: int = 16
+    #: The prompt is prefilled in chunks of this many tokens, starting at the first chunk
+    #: that holds a real token: a prompt bucket only sizes the cache, and a 38-token prompt
+    #: in the 64 bucket costs 48 tokens of prefill, not 64. Divides every prompt bucket.
+    prefill_chunk: int = 16
+
+    def __post_init__(self) -> None:
+        if any(length % self.prefill_chunk for length in self.prompt_lengths):
+            raise ValueError(
+                f"prefill_chunk {self.prefill_chunk} must divide every prompt bucket "
+                f"{self.prompt_lengths}"
+            )
 
     @staticmethod
     def pick(sizes: Sequence[int], n: int, what: str) -> int:
@@ -92,6 +104,8 @@ class _Shape:
     stop_len: int  # tokens per stop-sequence slot
     top_k: int  # largest top-k compiled (0: no top-k filter)
     top_p: bool  # a top-p filter compiled
+    sampling: bool  # some row samples (all-greedy batches draw no noise)
+    chunk: int  # prefill chunk length
 
 
 def _filter_logits(scaled_bv, top_k_b, top_p_b, shape: _Shape):
@@ -131,14 +145,15 @@ def _choose(logits_bv, row, step, shape: _Shape):
     greedy_b = temperature_b <= 0
     scaled_bv = logits_bv / jnp.where(greedy_b, 1.0, temperature_b)[:, None]
     log_probs_bv = jax.nn.log_softmax(scaled_bv, axis=-1)
-    filtered_bv = _filter_logits(scaled_bv, row["top_k"], row["top_p"], shape)
-    step_keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(row["key"])
-    gumbel_bv = jax.vmap(lambda k: jax.random.gumbel(k, logits_bv.shape[1:], jnp.float32))(
-        step_keys
-    )
-    sampled_b = jnp.argmax(filtered_bv + gumbel_bv, axis=-1)
-    greedy_token_b = jnp.argmax(logits_bv, axis=-1)
-    token_b = jnp.where(greedy_b, greedy_token_b, sampled_b).astype(jnp.int32)
+    token_b = jnp.argmax(logits_bv, axis=-1).astype(jnp.int32)
+    if shape.sampling:
+        filtered_bv = _filter_logits(scaled_bv, row["top_k"], row["top_p"], shape)
+        step_keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(row["key"])
+        gumbel_bv = jax.vmap(lambda k: jax.random.gumbel(k, logits_bv.shape[1:], jnp.float32))(
+            step_keys
+        )
+        sampled_b = jnp.argmax(filtered_bv + gumbel_bv, axis=-1).astype(jnp.int32)
+        token_b = jnp.where(greedy_b, token_b, sampled_b)
     logp_b = jnp.take_along_axis(log_probs_bv, token_b[:, None], axis=1)[:, 0]
     return token_b, logp_b
 
@@ -157,11 +172,28 @@ def _stopped(token_b, window_bl, row, shape: _Shape):
 def _generate_program(graphdef: nnx.GraphDef, shape: _Shape, cache_shardings: Any):
     """prefill + on-device decode loop for one bucket shape."""
 
-    def run(state, ids_bt, mask_bt, row):
+    def run(state, ids_bt, mask_bt, first_slot, row):
         model = nnx.merge(graphdef, state)
         cache = KVCache.init(model.config, shape.batch, shape.prompt_len + shape.new_tokens)
         cache = jax.lax.with_sharding_constraint(cache, cache_shardings)
-        out = model(ids_bt, mask_bt, cache=cache)
+        # Chunked prefill from the first chunk holding a real token; the slots before it stay
+        # empty (masked) in the cache.
+        c = shape.chunk
+        cache = dataclasses.replace(cache, end=first_slot)
+
+        def prefill_chunk(i, carry):
+            cache, _ = carry
+            ids_bc = jax.lax.dynamic_slice_in_dim(ids_bt, i * c, c, axis=1)
+            mask_bc = jax.lax.dynamic_slice_in_dim(mask_bt, i * c, c, axis=1)
+            hidden_bcd, cache = model.hidden_states(ids_bc, mask_bc, cache=cache)
+            return cache, hidden_bcd[:, -1]
+
+        compute_dtype = dtype_from_name(model.config.dtype)
+        last_bd = jnp.zeros((shape.batch, model.config.hidden_size), compute_dtype)
+        cache, last_bd = jax.lax.fori_loop(
+            first_slot // c, shape.prompt_len // c, prefill_chunk, (cache, last_bd)
+        )
+        first_logits_bv = model.logits_from_hidden(last_bd[:, None])[:, 0]
         n = shape.new_tokens
         tokens_bn = jnp.zeros((shape.batch, n), jnp.int32)
         logps_bn = jnp.zeros((shape.batch, n), jnp.float32)
@@ -184,7 +216,7 @@ def _generate_program(graphdef: nnx.GraphDef, shape: _Shape, cache_shardings: An
             return token_b, (tokens_bn, logps_bn, window_bl, done_b, length_b, stop_b)
 
         token_b, carry = record(
-            0, out.logits[:, -1], (tokens_bn, logps_bn, window_bl, done_b, length_b, stop_b)
+            0, first_logits_bv, (tokens_bn, logps_bn, window_bl, done_b, length_b, stop_b)
         )
         ones_b1 = jnp.ones((shape.batch, 1), jnp.int32)
 
@@ -199,7 +231,7 @@ def _generate_program(graphdef: nnx.GraphDef, shape: _Shape, cache_shardings: An
             return i + 1, token_b, step.cache, carry
 
         steps, _, _, carry = jax.lax.while_loop(
-            cond, body, (jnp.int32(1), token_b, out.cache, carry)
+            cond, body, (jnp.int32(1), token_b, cache, carry)
         )
         tokens_bn, logps_bn, _, _, length_b, stop_b = carry
         return tokens_bn, logps_bn, length_b, stop_b, steps
@@ -279,12 +311,12 @@ class Sampler:
                 raise ValueError(f"prompt {i} is empty")
         row_params = _request_params(params, len(prompts))
         shape = self._shape_for(prompts, row_params)
-        ids, mask, row = self._host_inputs(prompts, row_params, shape)
+        ids, mask, first_slot, row = self._host_inputs(prompts, row_params, shape)
         with self._lock:
             program = self._program(shape)
             state, version = self._state, self.params_version
             with jax.set_mesh(self.mesh), logical_rules(self.rules):
-                outputs = program(state, *self._put(ids, mask, row, shape))
+                outputs = program(state, *self._put(ids, mask, first_slot, row, shape))
             tokens, logps, lengths, stopped, steps = jax.device_get(outputs)
             self.last_steps = int(steps)
         results = []
@@ -337,6 +369,8 @@ class Sampler:
             stop_len=_next_power_of_two(seq_len) if n_seqs else 0,
             top_k=min(_next_power_of_two(top_k), self.config.vocab_size) if top_k else 0,
             top_p=any(p.top_p < 1.0 for p in row_params),
+            sampling=any(p.temperature > 0 for p in row_params),
+            chunk=b.prefill_chunk,
         )
 
     def _row_key(self, params: SamplingParams) -> jax.Array:
@@ -355,6 +389,8 @@ class Sampler:
             ids[i, t - len(prompt):] = prompt
             mask[i, t - len(prompt):] = 1
         n = len(prompts)
+        longest = max(len(p) for p in prompts)
+        first_slot = np.int32(t - -(-longest // shape.chunk) * shape.chunk)
         filler = SamplingParams(max_new_tokens=1, temperature=0.0)
         rows = row_params + [filler] * (b - n)
         stop_ids = np.full((b, shape.stop_ids), -1, np.int32)
@@ -374,7 +410,7 @@ class Sampler:
             "stop_seqs": stop_seqs,
             "key": np.asarray(keys),
         }
-        return ids, mask, row
+        return ids, mask, first_slot, row
 
     def _row_shardings(self, shape: _Shape) -> dict[str, jax.NamedSharding]:
         def batch_major(ndim: int) -> jax.NamedSharding:
@@ -385,13 +421,15 @@ class Sampler:
                 "max_new": batch_major(1), "stop_ids": batch_major(2), "stop_seqs": batch_major(3),
                 "key": batch_major(2)}
 
-    def _put(self, ids, mask, row, shape: _Shape):
+    def _put(self, ids, mask, first_slot, row, shape: _Shape):
         batch = jax.NamedSharding(
             self.mesh, logical_to_spec(("batch", "length"), None, self.mesh, self.rules)
         )
         shardings = self._row_shardings(shape)
         row = {k: jax.device_put(v, shardings[k]) for k, v in row.items()}
-        return jax.device_put(ids, batch), jax.device_put(mask, batch), row
+        replicated = jax.NamedSharding(self.mesh, jax.P())
+        return (jax.device_put(ids, batch), jax.device_put(mask, batch),
+                jax.device_put(first_slot, replicated), row)
 
     def _program(self, shape: _Shape):
         program = self._programs.get(shape)
@@ -408,9 +446,9 @@ class Sampler:
             )
             run = _generate_program(self._graphdef, shape, cache_shardings)
 
-            def with_keys(state, ids, mask, row):
+            def with_keys(state, ids, mask, first_slot, row):
                 row = dict(row, key=jax.random.wrap_key_data(row["key"]))
-                return run(state, ids, mask, row)
+                return run(state, ids, mask, first_slot, row)
 
             abstract = self._abstract_inputs(shape)
             program = jax.jit(with_keys).lower(*abstract).compile()
@@ -424,6 +462,5 @@ class Sampler:
         def abstract(x):
             return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
 
-        ids, mask, row = self._host_inputs([[self.pad_id]], [SamplingParams(max_new_tokens=1)],
-                                           shape)
-        return jax.tree.map(abstract, (self._state, *self._put(ids, mask, row, shape)))
+        host = self._host_inputs([[self.pad_id]], [SamplingParams(max_new_tokens=1)], shape)
+        return jax.tree.map(abstract, (self._state, *self._put(*host, shape)))
