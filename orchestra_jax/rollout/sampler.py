@@ -375,7 +375,9 @@ class Sampler:
 
     def _row_key(self, params: SamplingParams) -> jax.Array:
         if params.seed is not None:
-            return jax.random.key(params.seed)
+            # jax keys hold 32 bits of seed: fold the high bits in so large seeds stay distinct.
+            key = jax.random.key(params.seed & 0xFFFFFFFF)
+            return jax.random.fold_in(key, params.seed >> 32) if params.seed >> 32 else key
         self._requests_seen += 1
         return jax.random.fold_in(self._base_key, self._requests_seen)
 

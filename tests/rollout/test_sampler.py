@@ -144,6 +144,10 @@ def test_a_seeded_request_samples_the_same_tokens_in_any_batch(sampler):
                               + [params])[3]
     assert alone.token_ids == in_batch.token_ids
     np.testing.assert_allclose(alone.logprobs, in_batch.logprobs, atol=1e-5)
+    # Seeds past 32 bits stay distinct (jax keys hold 32 bits; the rest is folded in).
+    draws = {tuple(sampler.sample([prompt], SamplingParams(max_new_tokens=12, seed=s))[0]
+                   .token_ids) for s in (1234, 1234 + 2**32, 1234 + 2**40)}
+    assert len(draws) == 3
 
 
 def test_a_hundred_calls_of_mixed_lengths_compile_a_handful_of_programs(model):
