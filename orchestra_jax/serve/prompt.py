@@ -18,11 +18,10 @@ from jinja2 import TemplateError
 
 from orchestra_jax.rollout.requests import SamplingParams
 from orchestra_jax.serve.protocol import ChatRequest, RequestError
+from orchestra_jax.tokenization.stops import stop_id_sequences
 from orchestra_jax.tokenization.templates import CHATML_TOOLS_TEMPLATE
 
 #: Texts a stop string is tried after, to see whether it always encodes to the same ids.
-_STOP_PROBES = ("", "a", "A.", " ", "\n", "0", "word")
-
 #: `chat_template` value that names the project's ChatML + tools template.
 CHATML_TOOLS = "chatml-tools"
 
@@ -95,29 +94,23 @@ class PromptBuilder:
             raise RequestError(f"the chat template could not render these messages: {err}",
                                param="messages", code="template_error") from None
 
-    def stop_ids(self, stop: str) -> tuple[int, ...] | None:
-        """Token ids of `stop` when it encodes the same way wherever it appears, else None.
+    def stop_ids(self, stop: str) -> tuple[tuple[int, ...], ...] | None:
+        """The id sequences of `stop` when the sampler can match it, else None.
 
         A stop string whose ids depend on the text before it (BPE merges across the boundary)
         cannot be matched on the device reliably; the host still cuts at it.
         """
-        if stop in self._stop_ids:
-            return self._stop_ids[stop]
-        tok = self.tokenizer
-        ids = tuple(tok.encode(stop))
-        stable = bool(ids) and tok.decode(list(ids)) == stop and all(
-            tuple(tok.encode(probe + stop)[-len(ids):]) == ids for probe in _STOP_PROBES)
-        result = ids if stable else None
-        self._stop_ids[stop] = result
-        return result
+        if stop not in self._stop_ids:
+            self._stop_ids[stop] = stop_id_sequences(self.tokenizer, stop)
+        return self._stop_ids[stop]
 
     def _stop_sequences(self, stops: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
         most, longest = self.stop_limits
-        sequences = []
+        sequences: list[tuple[int, ...]] = []
         for stop in stops:
-            ids = self.stop_ids(stop)
-            if ids is not None and len(ids) <= longest and ids not in sequences:
-                sequences.append(ids)
+            for ids in self.stop_ids(stop) or ():
+                if len(ids) <= longest and ids not in sequences:
+                    sequences.append(ids)
         return tuple(sequences[:most])
 
     def prepare(self, request: ChatRequest) -> PreparedPrompt:

@@ -132,9 +132,13 @@ def test_stop_strings_cut_the_reply_on_device_or_on_host(client):
     assert device.choices[0].message.content == "The capital of France is"
     assert device.choices[0].finish_reason == "stop"
     assert device.usage.completion_tokens == full.usage.completion_tokens - 2  # no "." nor end
-    # "Paris" without its space is a different token here: only the host can cut at it.
-    host = _ask(client, stop="Paris")
-    assert host.choices[0].message.content == "The capital of France is "
+    # "Paris" is matched in each of its encodings, here the merged " Paris" token.
+    merged = _ask(client, stop="Paris")
+    assert merged.choices[0].message.content == "The capital of France is "
+    assert merged.usage.completion_tokens == full.usage.completion_tokens - 2
+    # "ris" only ever lies inside a larger token here: only the host can cut at it.
+    host = _ask(client, stop="ris")
+    assert host.choices[0].message.content == "The capital of France is Pa"
     assert host.choices[0].finish_reason == "stop"
     assert host.usage.completion_tokens == full.usage.completion_tokens
 
