@@ -3,10 +3,16 @@
 Why: an orchestration rollout is hundreds of asyncio episodes, each alternating between
 generating and waiting for tools. The released system waits turn by turn for the slowest
 episode. Here there is no turn barrier: every episode submits its request the moment it is
-ready; the batcher gathers whatever is pending (flushing when `max_batch_size` requests wait or
-`max_wait_s` after the first one arrived) and runs the sampler in one worker thread, so the
+ready; the batcher gathers whatever is pending and runs the sampler in one worker thread, so the
 event loop keeps executing the tools of other episodes while the accelerator generates. Requests
 that arrive during a generation form the next batch, which starts as soon as the device is free.
+
+When to flush: the requests of episodes that finished their tools together arrive spread over
+some milliseconds, and on a CPU a small batch costs nearly as much as a full one. So the batcher
+keeps gathering while requests keep arriving: it flushes when `max_batch_size` wait, after
+`max_wait_s` without a new arrival, or `max_gather_s` after the oldest request, whichever comes
+first. (A fixed 5 ms window split the turns of 64 episodes into a small and a large batch and
+missed the overlap target; see benchmarks/rollout_overlap.py.)
 
 A request that cannot be served (a prompt longer than the model's context) fails alone, with a
 clear error, before it is batched; a failure of a whole batch reaches every request in it and
@@ -35,12 +41,24 @@ class _Pending:
 class Batcher:
     """Gathers concurrent generation requests into sampler batches; see the module docstring."""
 
-    def __init__(self, sampler: Sampler, *, max_batch_size: int = 32, max_wait_s: float = 0.005):
+    def __init__(
+        self,
+        sampler: Sampler,
+        *,
+        max_batch_size: int = 32,
+        max_wait_s: float = 0.005,
+        max_gather_s: float = 0.05,
+    ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if not 0 <= max_wait_s <= max_gather_s:
+            raise ValueError(
+                f"need 0 <= max_wait_s ({max_wait_s}) <= max_gather_s ({max_gather_s})"
+            )
         self.sampler = sampler
         self.max_batch_size = int(max_batch_size)
         self.max_wait_s = float(max_wait_s)
+        self.max_gather_s = float(max_gather_s)
         self._pending: list[_Pending] = []
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
@@ -96,9 +114,12 @@ class Batcher:
             self._pending = [p for p in self._pending if not p.future.done()]
             if not self._pending:
                 continue
-            deadline = self._pending[0].arrived + self.max_wait_s
+            # Gather while requests keep coming: flush when full, after `max_wait_s` without a
+            # new arrival, or `max_gather_s` after the oldest one, whichever comes first.
+            deadline = self._pending[0].arrived + self.max_gather_s
             while len(self._pending) < self.max_batch_size:
-                remaining = deadline - time.perf_counter()
+                quiet_until = self._pending[-1].arrived + self.max_wait_s
+                remaining = min(deadline, quiet_until) - time.perf_counter()
                 if remaining <= 0:
                     break
                 try:
