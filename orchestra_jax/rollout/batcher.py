@@ -111,27 +111,35 @@ class Batcher:
         while not self._closed:
             await self._wake.wait()
             self._wake.clear()
-            self._pending = [p for p in self._pending if not p.future.done()]
-            if not self._pending:
-                continue
-            # Gather while requests keep coming: flush when full, after `max_wait_s` without a
-            # new arrival, or `max_gather_s` after the oldest one, whichever comes first.
-            deadline = self._pending[0].arrived + self.max_gather_s
-            while len(self._pending) < self.max_batch_size:
-                quiet_until = self._pending[-1].arrived + self.max_wait_s
-                remaining = min(deadline, quiet_until) - time.perf_counter()
-                if remaining <= 0:
-                    break
-                try:
-                    await asyncio.wait_for(self._wake.wait(), remaining)
-                except TimeoutError:
-                    break
-                self._wake.clear()
-            batch = self._pending[: self.max_batch_size]
-            self._pending = self._pending[self.max_batch_size:]
+            batch = await self._gather()
             if self._pending:
                 self._wake.set()  # more are waiting: go round again at once
-            await self._run(batch)
+            if batch:
+                await self._run(batch)
+
+    async def _gather(self) -> list[_Pending]:
+        """Wait for more requests while they keep coming, then take up to one batch.
+
+        Flushes when `max_batch_size` wait, after `max_wait_s` without a new arrival, or
+        `max_gather_s` after the oldest request, whichever comes first.
+        """
+        self._pending = [p for p in self._pending if not p.future.done()]
+        if not self._pending:
+            return []
+        deadline = self._pending[0].arrived + self.max_gather_s
+        while self._pending and not self._closed and len(self._pending) < self.max_batch_size:
+            quiet_until = self._pending[-1].arrived + self.max_wait_s
+            remaining = min(deadline, quiet_until) - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            except TimeoutError:
+                break
+            self._wake.clear()
+        batch = self._pending[: self.max_batch_size]
+        self._pending = self._pending[self.max_batch_size:]
+        return batch
 
     async def _run(self, batch: list[_Pending]) -> None:
         batch = [p for p in batch if not p.future.done()]  # drop requests whose caller left
