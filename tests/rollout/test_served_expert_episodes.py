@@ -3,7 +3,8 @@
 The expert behind the alias is the real SmolLM2-135M-Instruct answering over HTTP through the
 project's own server; the tools, the executor, the retriever and the episode loop are the real
 ones. Only the orchestrating policy is scripted (it is not what is under test here): turn 0
-calls `search`, turn 1 calls `answer`, both with the served alias.
+calls `search`, turn 1 calls `answer`, both with the served alias. A slow-marked twin runs
+the same episodes against llama-cpp-python's server on the same GGUF when it is installed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ from orchestra_jax.tools.qa_tools import QATools
 
 PRICE_IN, PRICE_OUT = 0.8, 2.0  # USD per million tokens, for the served alias
 SERVED_MODEL = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="module")
+def smollm2_tokenizer():
+    from orchestra_jax.assets import smollm2_gguf_path
+    from orchestra_jax.tokenization import HFTokenizer
+    from orchestra_jax.tokenization.gguf_vocab import read_gguf_vocab
+
+    return HFTokenizer.from_gguf_vocab(read_gguf_vocab(smollm2_gguf_path()))
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +61,8 @@ class TwoTurnPolicy:
                                 prompt_tokens=len(request.prompt_ids))
 
 
-def test_qa_episodes_with_a_served_expert_are_priced_from_its_real_usage(served, tmp_path):
-    server, url = served
+def _play_priced_episodes(url: str, model: str, tokenizer, tmp_path, episodes: int = 4):
+    """qa episodes (search, then answer) whose alias is the endpoint at `url`; its records."""
     corpus = tmp_path / "corpus.jsonl"
     docs = [("d1", "France", "Paris is the capital and largest city of France."),
             ("d2", "Germany", "Berlin is the capital of Germany."),
@@ -60,21 +70,19 @@ def test_qa_episodes_with_a_served_expert_are_priced_from_its_real_usage(served,
     corpus.write_text("".join(json.dumps({"id": i, "title": t, "text": x}) + "\n"
                               for i, t, x in docs))
     pool = ExpertPool.from_config(
-        {"local": {"endpoint": url, "model": SERVED_MODEL,
+        {"local": {"endpoint": url, "model": model,
                    "price": {"input_usd_per_mtok": PRICE_IN, "output_usd_per_mtok": PRICE_OUT}}},
         PricingCatalog.load(),
     )
     tools = QATools(pool, LocalSearch(corpus, cache_dir=tmp_path / "index"),
                     expert_max_tokens=48)
     task = QATask(id="capital", question="What is the capital of France?", answer="Paris")
-    policy = TwoTurnPolicy(server.tokenizer, "local")
-    before = dict(server.counters)
 
     async def play():
         try:
             return await run_episodes(
-                [(QAEnvironment(tools), task) for _ in range(4)],
-                generator=policy, tokenizer=server.tokenizer,
+                [(QAEnvironment(tools), task) for _ in range(episodes)],
+                generator=TwoTurnPolicy(tokenizer, "local"), tokenizer=tokenizer,
                 executor=ToolExecutor(max_concurrency=8, timeout_s=120),
                 sampling=SamplingParams(max_new_tokens=64), max_turns=4, timeout_s=300,
             )
@@ -82,19 +90,33 @@ def test_qa_episodes_with_a_served_expert_are_priced_from_its_real_usage(served,
             await pool.aclose()
 
     trajectories = asyncio.run(play())
+    assert [t.termination for t in trajectories] == ["answered"] * episodes, [
+        t.error for t in trajectories]
     records = [r for t in trajectories for r in t.records]
-    assert [t.termination for t in trajectories] == ["answered"] * 4, [t.error for t in
-                                                                       trajectories]
-    assert sorted(r.tool for r in records) == ["answer"] * 4 + ["search"] * 4
-    assert all(r.error_kind is None and r.alias == "local" and r.model == SERVED_MODEL
+    assert sorted(r.tool for r in records) == ["answer"] * episodes + ["search"] * episodes
+    assert all(r.error_kind is None and r.alias == "local" and r.model == model
                for r in records)
     assert all(r.tokens_in > 0 and r.tokens_out > 0 and r.latency_s > 0 for r in records)
-    # Every token the trajectories were billed for is a token the server counted, no more.
-    tokens_in = sum(r.tokens_in for r in records)
-    tokens_out = sum(r.tokens_out for r in records)
-    assert tokens_in == server.counters["prompt_tokens"] - before.get("prompt_tokens", 0)
-    assert tokens_out == server.counters["completion_tokens"] - before.get("completion_tokens", 0)
-    expected = (tokens_in * PRICE_IN + tokens_out * PRICE_OUT) / 1e6
-    assert sum(r.cost_usd for r in records) == pytest.approx(expected, rel=1e-9)
+    for record in records:  # each call priced from the usage the server reported
+        expected = (record.tokens_in * PRICE_IN + record.tokens_out * PRICE_OUT) / 1e6
+        assert record.cost_usd == pytest.approx(expected, rel=1e-9)
     assert all(t.cost_usd == pytest.approx(sum(r.cost_usd for r in t.records))
                for t in trajectories)
+    return records
+
+
+def test_qa_episodes_with_our_served_expert_are_priced_from_its_real_usage(served, tmp_path):
+    server, url = served
+    before = dict(server.counters)
+    records = _play_priced_episodes(url, SERVED_MODEL, server.tokenizer, tmp_path)
+    # Every token the trajectories were billed for is a token the server counted, no more.
+    assert sum(r.tokens_in for r in records) == (
+        server.counters["prompt_tokens"] - before.get("prompt_tokens", 0))
+    assert sum(r.tokens_out for r in records) == (
+        server.counters["completion_tokens"] - before.get("completion_tokens", 0))
+
+
+@pytest.mark.slow
+def test_qa_episodes_with_a_llama_cpp_expert_are_priced_from_its_real_usage(
+        llama_server, smollm2_tokenizer, tmp_path):
+    _play_priced_episodes(llama_server, "smollm2", smollm2_tokenizer, tmp_path)
