@@ -15,7 +15,6 @@ against the gold (normalised exact match, numbers within a tolerance).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +25,7 @@ from typing import Any, Literal
 from orchestra_jax.envs.base import CallRecord, StepOutput
 from orchestra_jax.tokenization.tool_calls import ToolCall
 from orchestra_jax.tools.answers import answers_match
+from orchestra_jax.tools.jsonl import iter_jsonl_objects
 from orchestra_jax.tools.qa_tools import TOOL_NAMES, QAState, QATools, fit_from_front
 from orchestra_jax.tools.results import ToolErrorKind, ToolResult
 
@@ -61,28 +61,16 @@ def load_qa_tasks(
     The answer may be a string or a number. A bad row raises `TaskFileError` naming file:line.
     """
     path = Path(path)
-    if not path.is_file():
-        raise TaskFileError(f"task file not found: {path}")
     tasks: list[QATask] = []
     seen: dict[str, int] = {}
-    with path.open("r", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise TaskFileError(f"{where}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise TaskFileError(f"{where}: a row must be a JSON object")
-            task = _task_from_row(row, where, family, id_field, question_field, answer_field)
-            if task.id in seen:
-                raise TaskFileError(
-                    f"{where}: duplicate id {task.id!r} (first on line {seen[task.id]})"
-                )
-            seen[task.id] = line_no
-            tasks.append(task)
+    for where, line_no, row in iter_jsonl_objects(path, TaskFileError, "task file"):
+        task = _task_from_row(row, where, family, id_field, question_field, answer_field)
+        if task.id in seen:
+            raise TaskFileError(
+                f"{where}: duplicate id {task.id!r} (first on line {seen[task.id]})"
+            )
+        seen[task.id] = line_no
+        tasks.append(task)
     if not tasks:
         raise TaskFileError(f"{path}: the file has no tasks")
     return tasks

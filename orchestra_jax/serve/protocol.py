@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from orchestra_jax.tokenization.argument_schema import json_type_name
+
 #: Roles a conversation may contain; `developer` is OpenAI's newer name for `system`.
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
@@ -74,19 +76,9 @@ class ChatRequest:
 
 
 def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    """JSON type names as OpenAI's errors use them (an integer is a "number")."""
+    name = json_type_name(value)
+    return "number" if name == "integer" else name
 
 
 def _wrong_type(param: str, expected: str, value: Any) -> RequestError:

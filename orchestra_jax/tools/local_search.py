@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestra_jax.tools.jsonl import iter_jsonl_objects
 from orchestra_jax.tools.search_types import SearchHit
 
 _CACHE_FORMAT = 1  # bump when the on-disk layout or tokenisation changes
@@ -112,36 +113,20 @@ def load_corpus(
     Any bad row raises `CorpusError` naming the file and the 1-based line number.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CorpusError(f"corpus file not found: {path}")
     documents: list[Document] = []
     seen: dict[str, int] = {}
-    with path.open("r", encoding="utf-8", errors="strict") as handle:
-        line_no = 0
-        try:
-            for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{line_no}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise CorpusError(f"{where}: not valid JSON ({err.msg})") from None
-                if not isinstance(row, dict):
-                    raise CorpusError(f"{where}: a row must be a JSON object")
-                doc = Document(
-                    doc_id=_field(row, id_field, where, required=True),
-                    title=_field(row, title_field, where, required=False),
-                    text=_field(row, text_field, where, required=True),
-                )
-                if doc.doc_id in seen:
-                    raise CorpusError(
-                        f"{where}: duplicate id {doc.doc_id!r} (first on line {seen[doc.doc_id]})"
-                    )
-                seen[doc.doc_id] = line_no
-                documents.append(doc)
-        except UnicodeDecodeError as err:
-            raise CorpusError(f"{path}:{line_no + 1}: not UTF-8 ({err.reason})") from None
+    for where, line_no, row in iter_jsonl_objects(path, CorpusError, "corpus file"):
+        doc = Document(
+            doc_id=_field(row, id_field, where, required=True),
+            title=_field(row, title_field, where, required=False),
+            text=_field(row, text_field, where, required=True),
+        )
+        if doc.doc_id in seen:
+            raise CorpusError(
+                f"{where}: duplicate id {doc.doc_id!r} (first on line {seen[doc.doc_id]})"
+            )
+        seen[doc.doc_id] = line_no
+        documents.append(doc)
     if not documents:
         raise CorpusError(f"{path}: the corpus has no documents")
     return documents
