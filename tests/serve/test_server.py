@@ -17,9 +17,10 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-import httpx
 import jax
 import openai
 import pytest
@@ -32,6 +33,33 @@ from orchestra_jax.rollout.sampler import Sampler
 from orchestra_jax.serve.completion import build_reply, completion_body, completion_chunks
 from orchestra_jax.serve.server import ChatServer, ServerThread
 from orchestra_jax.tokenization.templates import CHATML_TOOLS_TEMPLATE
+
+
+class _Reply:
+    """What the raw-HTTP checks read of a response (the standard library's client suffices)."""
+
+    def __init__(self, status_code: int, headers, body: bytes):
+        self.status_code = status_code
+        self.headers = {k.lower(): v for k, v in headers.items()}
+        self.text = body.decode("utf-8")
+
+    def json(self):
+        return json.loads(self.text)
+
+
+def _http(method: str, url: str, *, json_body=None, content: bytes | None = None,
+          timeout: float = 60) -> _Reply:
+    """One plain HTTP request; an error status is a reply, not an exception."""
+    if json_body is not None:
+        content = json.dumps(json_body).encode()
+    request = urllib.request.Request(url, data=content, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return _Reply(response.status, response.headers, response.read())
+    except urllib.error.HTTPError as err:
+        return _Reply(err.code, err.headers, err.read())
+
 
 MODEL = "smollm2-135m-instruct"
 SERVED = "smollm2"
@@ -98,7 +126,7 @@ def test_models_endpoint_lists_the_served_model(client, served):
     assert client.models.retrieve(SERVED).id == SERVED
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-4o")
-    health = httpx.get(served[1].removesuffix("/v1") + "/health")
+    health = _http("GET", served[1].removesuffix("/v1") + "/health")
     assert health.status_code == 200
     assert health.json()["status"] == "ok"
 
@@ -178,7 +206,7 @@ def test_eight_concurrent_requests_share_batches(served):
     assert after["rows"] - before["rows"] == 8
     assert 1 <= flushes < 8, f"8 concurrent requests ran in {flushes} flushes: not batched"
     assert after["max_rows"] > 1
-    assert httpx.get(f"{url}/stats").json()["batcher"]["flushes"] == after["flushes"]
+    assert _http("GET", f"{url}/stats").json()["batcher"]["flushes"] == after["flushes"]
 
 
 def test_streaming_sends_openai_chunks_that_add_up_to_the_reply(client, served):
@@ -197,7 +225,7 @@ def test_streaming_sends_openai_chunks_that_add_up_to_the_reply(client, served):
     assert chunks[-1].usage.model_dump(include={"prompt_tokens", "completion_tokens"}) == \
         plain.usage.model_dump(include={"prompt_tokens", "completion_tokens"})
     # The wire format: `data: {json}` events ending with `data: [DONE]`.
-    raw = httpx.post(f"{served[1]}/chat/completions", timeout=300, json={
+    raw = _http("POST", f"{served[1]}/chat/completions", timeout=300, json_body={
         "model": SERVED, "messages": QUESTION, "max_tokens": MAX_TOKENS, "temperature": 0,
         "stream": True})
     assert raw.headers["content-type"].startswith("text/event-stream")
@@ -336,8 +364,7 @@ def test_bad_request_gets_openai_error_json(served, name):
     body, param, code = BAD_REQUESTS[name]
     if isinstance(body, dict):
         body = json.dumps({"model": SERVED, "messages": QUESTION, **body}).encode()
-    response = httpx.post(f"{served[1]}/chat/completions", content=body,
-                          headers={"Content-Type": "application/json"}, timeout=60)
+    response = _http("POST", f"{served[1]}/chat/completions", content=body)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
@@ -353,10 +380,10 @@ def test_server_answers_after_bad_requests_and_client_sees_typed_errors(client, 
     assert excinfo.value.body["param"] == "n"
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-4o", messages=QUESTION, max_tokens=4)
-    unknown_route = httpx.get(f"{served[1]}/does-not-exist")
+    unknown_route = _http("GET", f"{served[1]}/does-not-exist")
     assert unknown_route.status_code == 404 and "error" in unknown_route.json()
     assert "Paris" in _ask(client).choices[0].message.content
-    counters = httpx.get(f"{served[1]}/stats").json()["server"]
+    counters = _http("GET", f"{served[1]}/stats").json()["server"]
     assert counters["errors_400"] >= 1 and counters["errors_404"] >= 2
 
 
@@ -453,7 +480,7 @@ def cli_server():
 
 def test_cli_serves_behind_an_api_key_that_never_reaches_the_logs(cli_server):
     url, secret = cli_server.url, cli_server.secret
-    assert httpx.get(url.removesuffix("/v1") + "/health").status_code == 200
+    assert _http("GET", url.removesuffix("/v1") + "/health").status_code == 200
     with openai.OpenAI(base_url=url, api_key="wrong-key", max_retries=0) as wrong:
         with pytest.raises(openai.AuthenticationError):
             wrong.models.list()
