@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "psutil>=5.9",
     "aiohttp>=3.10",  # expert/search HTTP clients and `orchestra serve`
     "bm25s>=0.2",  # local search
+    "math-verify>=0.9",  # math answer equivalence in the outcome verifiers
 ]
 
 EXTRAS_REQUIRE = {
