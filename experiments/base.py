@@ -1,0 +1,165 @@
+"""The shared defaults every recipe starts from: `base_config()`; not a runnable recipe.
+
+A recipe imports this (`from base import base_config`; the loader makes the experiments folder
+importable), changes what differs, and returns the result from its `get_config()`. Keeping
+every field here, with its meaning, is what lets the loader reject a mistyped
+`--config.a.b=value` and lets the training loop read fields without guessing defaults.
+
+The defaults are a small CPU-sized run on the embedded toolworld; the method's own numbers
+live in `orchestrator_qwen3_8b.py`. Fields that may be None are declared with
+`placeholder(type)`, so an override can still be type-checked while they are unset, and
+`--config.x=None` turns them off again.
+
+Sections and fields
+-------------------
+model       preset: a name from `orchestra_jax.models.PRESETS` (architecture; random init when
+            no path). path: a Hugging Face checkpoint directory (config.json, safetensors,
+            tokenizer) whose weights initialise the policy and the frozen KL reference; when
+            set, its config.json must match the preset. dtype: activation/compute dtype.
+            param_dtype: master weights (keep float32 with small learning rates, since a
+            bfloat16 weight cannot absorb a 1e-6 relative update). remat: recompute
+            activations in the backward pass. scan_layers: one scanned layer (fast compiles).
+mesh        shape: (data, fsdp, tensor) device counts, one entry may be -1 for "the rest".
+            rules: logical axis -> mesh axes entries merged over
+            `orchestra_jax.sharding.DEFAULT_RULES` (free-form: --config.mesh.rules.embed=fsdp).
+rollout     prompts_per_step tasks per RL step, each played group_size times. max_turns per
+            episode; max_prompt_tokens (the prompt is truncated to it) and max_new_tokens per
+            turn; temperature, top_p; episode_timeout_s wall-clock per episode;
+            max_batch_size generation requests per sampler call; max_concurrent_episodes
+            (None: all at once).
+reward      preference: the vector P used when a task carries none -- `tools` (the same weight
+            on every tool-count coordinate), `outcome`, `cost`, `latency`, each in [0, 1].
+            alias_min_over_users: reproduce the release's per-alias minima over users only (a
+            bug; off). The release's group-constant cost/latency bonus has no switch.
+filter      min_group_std: drop groups whose reward std is at or below it (None: keep all).
+            drop_invalid_final_output / drop_malformed_turns / drop_truncated: the other
+            filters of `orchestra_jax.rl.filters`.
+advantage   estimator: a name in the advantage registry (grpo, drgrpo, rloo, gae). std:
+            "sample" (n-1) or "population". eps added to the std. clip (None: off; the
+            release uses 3.0), boost (None: off; the release adds 0.1) to advantages at or
+            above boost_threshold.
+loss        policy_loss: a name in the loss registry (ppo_clip, gspo, reinforce). clip_low,
+            clip_high (None: symmetric), dual_clip (None: off). agg_mode: token-mean,
+            seq-mean-token-sum, seq-mean-token-mean, seq-mean-token-sum-norm. kl_coef,
+            kl_estimator (k1, k2, k3, abs, ...), kl_in: "loss" (a loss term) or "reward" (a
+            per-token reward penalty). entropy_coef. value_coef, value_clip: only for
+            estimators with a value head (gae).
+optimizer   name (adamw), lr, schedule ("constant" or "cosine"), warmup_steps, b1, b2, eps,
+            weight_decay, grad_clip (global norm; None: off).
+train       steps (RL steps), mini_batch_size (turn-samples per optimizer step), ppo_epochs
+            over each RL batch, micro_batches per mini-batch (gradient accumulation), seed,
+            eval_every / checkpoint_every in RL steps (0: never), keep_checkpoints.
+data        source: the environment family -- "toolworld" (embedded, generated), "qa" or
+            "tau2" (tasks read from path). path: the task file (None for toolworld);
+            eval_path (None: no eval set); max_tasks (None: all).
+logging     tensorboard: write event files under the workdir; log_every in RL steps.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+
+def _with(value: object, kind: type) -> object:
+    """A None-able field that starts at ``value``: overrides keep its type and accept None."""
+    ref = placeholder(kind)
+    ref.set(value)
+    return ref
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """A fresh, unlocked config holding every field the training loop reads."""
+    config = ml_collections.ConfigDict()
+
+    config.model = ml_collections.ConfigDict()
+    config.model.preset = "tiny"
+    config.model.path = placeholder(str)
+    config.model.dtype = "float32"
+    config.model.param_dtype = "float32"
+    config.model.remat = False
+    config.model.scan_layers = False
+
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.shape = (1, -1, 1)
+    config.mesh.rules = ml_collections.ConfigDict()
+
+    config.rollout = ml_collections.ConfigDict()
+    config.rollout.prompts_per_step = 8
+    config.rollout.group_size = 8
+    config.rollout.max_turns = 8
+    config.rollout.max_prompt_tokens = 2048
+    config.rollout.max_new_tokens = 256
+    config.rollout.temperature = 1.0
+    config.rollout.top_p = 1.0
+    config.rollout.episode_timeout_s = 300.0
+    config.rollout.max_batch_size = 64
+    config.rollout.max_concurrent_episodes = placeholder(int)
+
+    config.reward = ml_collections.ConfigDict()
+    config.reward.preference = ml_collections.ConfigDict()
+    config.reward.preference.tools = 0.0
+    config.reward.preference.outcome = 1.0
+    config.reward.preference.cost = 0.0
+    config.reward.preference.latency = 0.0
+    config.reward.alias_min_over_users = False
+
+    config.filter = ml_collections.ConfigDict()
+    config.filter.min_group_std = _with(0.1, float)
+    config.filter.drop_invalid_final_output = True
+    config.filter.drop_malformed_turns = True
+    config.filter.drop_truncated = False
+
+    config.advantage = ml_collections.ConfigDict()
+    config.advantage.estimator = "grpo"
+    config.advantage.std = "sample"
+    config.advantage.eps = 1e-6
+    config.advantage.clip = placeholder(float)
+    config.advantage.boost = placeholder(float)
+    config.advantage.boost_threshold = 1.0
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.policy_loss = "ppo_clip"
+    config.loss.clip_low = 0.2
+    config.loss.clip_high = _with(0.2, float)
+    config.loss.dual_clip = placeholder(float)
+    config.loss.agg_mode = "token-mean"
+    config.loss.kl_coef = 0.0
+    config.loss.kl_estimator = "k2"
+    config.loss.kl_in = "loss"
+    config.loss.entropy_coef = 0.0
+    config.loss.value_coef = 0.5
+    config.loss.value_clip = _with(0.2, float)
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "adamw"
+    config.optimizer.lr = 1e-5
+    config.optimizer.schedule = "constant"
+    config.optimizer.warmup_steps = 0
+    config.optimizer.b1 = 0.9
+    config.optimizer.b2 = 0.999
+    config.optimizer.eps = 1e-8
+    config.optimizer.weight_decay = 0.01
+    config.optimizer.grad_clip = _with(1.0, float)
+
+    config.train = ml_collections.ConfigDict()
+    config.train.steps = 100
+    config.train.mini_batch_size = 16
+    config.train.ppo_epochs = 1
+    config.train.micro_batches = 1
+    config.train.seed = 0
+    config.train.eval_every = 0
+    config.train.checkpoint_every = 10
+    config.train.keep_checkpoints = 3
+
+    config.data = ml_collections.ConfigDict()
+    config.data.source = "toolworld"
+    config.data.path = placeholder(str)
+    config.data.eval_path = placeholder(str)
+    config.data.max_tasks = placeholder(int)
+
+    config.logging = ml_collections.ConfigDict()
+    config.logging.tensorboard = True
+    config.logging.log_every = 1
+
+    return config
