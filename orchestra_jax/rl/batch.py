@@ -1,0 +1,192 @@
+"""Training batches: host-side packing of trajectories into padded buckets, one device_put.
+
+Alignment convention: every ``(B, T)`` array is indexed by the *predicted* token. At position
+``t``, ``loss_mask[b, t] = 1`` says token ``input_ids[b, t]`` was sampled by the policy and
+``old_logprobs[b, t]`` is the sampler's log-probability of that token given ``input_ids[b, :t]``.
+The update step computes its own log-prob of ``input_ids[b, t]`` from the logits at ``t - 1``,
+so position 0 can never be in the loss. Keeping the sampler's arrays unshifted on the host means
+a trajectory's token ids, mask and log-probs are simply concatenated and padded, nothing more.
+
+Rows are right-padded to a bucket length (few distinct shapes, few recompiles) and the row count
+is padded to a multiple of the batch shards with empty rows (mask all zero: they count nowhere).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from orchestra_jax.sharding.rules import LogicalRules, logical_to_spec
+
+DEFAULT_BUCKETS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class TrainBatch:
+    """Arrays of one update step. ``advantages`` is ``(B,)`` (one per sample) or ``(B, T)``;
+    ``returns`` and ``old_values`` are the PPO critic's targets and the values at sampling time
+    (``None`` for GRPO). On the host the fields are numpy arrays; after ``put_batch`` they are
+    sharded ``jax.Array``s (the class is a pytree)."""
+
+    input_ids: Any
+    attention_mask: Any
+    loss_mask: Any
+    old_logprobs: Any
+    advantages: Any
+    returns: Any = None
+    old_values: Any = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.input_ids.shape)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field whose shape disagrees with ``input_ids``."""
+        b, t = self.input_ids.shape
+        for name in ("attention_mask", "loss_mask", "old_logprobs", "returns", "old_values"):
+            value = getattr(self, name)
+            if value is not None and tuple(value.shape) != (b, t):
+                raise ValueError(f"TrainBatch.{name} has shape {tuple(value.shape)}, "
+                                 f"expected {(b, t)}")
+        if tuple(self.advantages.shape) not in ((b,), (b, t)):
+            raise ValueError(f"TrainBatch.advantages has shape {tuple(self.advantages.shape)}, "
+                             f"expected {(b,)} or {(b, t)}")
+        if (self.returns is None) != (self.old_values is None):
+            raise ValueError("TrainBatch.returns and old_values must be given together")
+
+
+def _bucket(length: int, buckets: Sequence[int], index: int) -> int:
+    for size in sorted(buckets):
+        if size >= length:
+            return size
+    raise ValueError(f"sample {index} has {length} tokens, longer than the largest bucket "
+                     f"{max(buckets)}")
+
+
+def pack_sequences(
+    samples: Sequence[tuple[Sequence[int], Sequence[float], Sequence[float]]],
+    advantages: Sequence[float],
+    *,
+    buckets: Sequence[int] = DEFAULT_BUCKETS,
+    seq_len: int | None = None,
+    batch_multiple: int = 1,
+    pad_id: int = 0,
+    returns: Sequence[Sequence[float]] | None = None,
+    old_values: Sequence[Sequence[float]] | None = None,
+) -> TrainBatch:
+    """Pack ``(token_ids, loss_mask, logprobs)`` triples and one advantage per sample into a
+    right-padded ``TrainBatch``.
+
+    The length is ``seq_len`` when given, else the smallest bucket holding the longest sample;
+    rows are padded with empty samples up to a multiple of ``batch_multiple`` (the number of
+    batch shards, ``data x fsdp``). Per-token ``returns`` / ``old_values`` (PPO) are optional.
+    Bad input raises ``ValueError`` naming the sample."""
+    if not samples:
+        raise ValueError("pack_sequences needs at least one sample")
+    if len(advantages) != len(samples):
+        raise ValueError(f"{len(advantages)} advantages for {len(samples)} samples")
+    if batch_multiple < 1:
+        raise ValueError(f"batch_multiple must be >= 1, got {batch_multiple}")
+    for name, extra in (("returns", returns), ("old_values", old_values)):
+        if extra is not None and len(extra) != len(samples):
+            raise ValueError(f"{len(extra)} {name} rows for {len(samples)} samples")
+    if (returns is None) != (old_values is None):
+        raise ValueError("returns and old_values must be given together")
+
+    rows = []
+    for i, sample in enumerate(samples):
+        if len(sample) != 3:
+            raise ValueError(f"sample {i} must be (token_ids, loss_mask, logprobs)")
+        ids, mask, logp = (np.asarray(part) for part in sample)
+        if not (ids.ndim == mask.ndim == logp.ndim == 1) or not (
+                len(ids) == len(mask) == len(logp)):
+            raise ValueError(f"sample {i}: token_ids, loss_mask and logprobs must be 1-D of one "
+                             f"length, got {ids.shape}, {mask.shape}, {logp.shape}")
+        if len(ids) == 0:
+            raise ValueError(f"sample {i} is empty")
+        if mask[0]:
+            raise ValueError(f"sample {i}: the first token cannot be in the loss (nothing "
+                             f"predicts it)")
+        if not np.all(np.isfinite(logp[mask != 0])):
+            raise ValueError(f"sample {i} has a non-finite log-prob on a loss token")
+        rows.append((ids, mask, logp))
+
+    longest = max(len(r[0]) for r in rows)
+    if seq_len is None:
+        length = _bucket(longest, buckets, int(np.argmax([len(r[0]) for r in rows])))
+    else:
+        length = seq_len
+        for i, r in enumerate(rows):
+            if len(r[0]) > length:
+                raise ValueError(f"sample {i} has {len(r[0])} tokens, more than seq_len={length}")
+    n = len(rows)
+    b = -(-n // batch_multiple) * batch_multiple
+
+    input_ids = np.full((b, length), pad_id, np.int32)
+    attention = np.zeros((b, length), np.int32)
+    loss_mask = np.zeros((b, length), np.float32)
+    old_logprobs = np.zeros((b, length), np.float32)
+    adv = np.zeros((b,), np.float32)
+    adv[:n] = np.asarray(advantages, np.float32)
+    if not np.all(np.isfinite(adv)):
+        raise ValueError(f"non-finite advantage at sample {int(np.argmin(np.isfinite(adv)))}")
+    for i, (ids, mask, logp) in enumerate(rows):
+        k = len(ids)
+        input_ids[i, :k] = ids
+        attention[i, :k] = 1
+        loss_mask[i, :k] = mask != 0
+        old_logprobs[i, :k] = np.where(mask != 0, logp, 0.0)
+
+    def per_token(name: str, values: Sequence[Sequence[float]] | None) -> np.ndarray | None:
+        if values is None:
+            return None
+        out = np.zeros((b, length), np.float32)
+        for i, row in enumerate(values):
+            row = np.asarray(row, np.float32)
+            if row.shape != (len(rows[i][0]),):
+                raise ValueError(f"{name} of sample {i} has shape {row.shape}, expected "
+                                 f"({len(rows[i][0])},)")
+            out[i, : len(row)] = row
+        return out
+
+    return TrainBatch(input_ids=input_ids, attention_mask=attention, loss_mask=loss_mask,
+                      old_logprobs=old_logprobs, advantages=adv,
+                      returns=per_token("returns", returns),
+                      old_values=per_token("old_values", old_values))
+
+
+def batch_shards(mesh: jax.sharding.Mesh, rules: LogicalRules | None = None) -> int:
+    """How many ways the batch dimension is split on ``mesh`` (rows must be a multiple)."""
+    spec = logical_to_spec(("batch",), None, mesh, rules)
+    axes = spec[0]
+    names = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
+    return int(np.prod([mesh.shape[a] for a in names])) if names else 1
+
+
+def batch_shardings(batch: TrainBatch, mesh: jax.sharding.Mesh,
+                    rules: LogicalRules | None = None) -> TrainBatch:
+    """A ``TrainBatch``-shaped tree of shardings: rows over the batch axes (``data x fsdp`` by
+    default), everything else replicated."""
+
+    def sharding(value: Any) -> jax.sharding.NamedSharding:
+        logical = ("batch",) + (None,) * (np.ndim(value) - 1)
+        return jax.sharding.NamedSharding(mesh, logical_to_spec(logical, None, mesh, rules))
+
+    return jax.tree.map(sharding, batch)
+
+
+def put_batch(batch: TrainBatch, mesh: jax.sharding.Mesh,
+              rules: LogicalRules | None = None) -> TrainBatch:
+    """Move a host batch onto ``mesh`` with one ``device_put`` (one transfer per step)."""
+    batch.validate()
+    shards = batch_shards(mesh, rules)
+    rows = batch.input_ids.shape[0]
+    if rows % shards:
+        raise ValueError(f"batch has {rows} rows, not a multiple of the {shards} batch shards; "
+                         f"pack with batch_multiple={shards}")
+    return jax.device_put(batch, batch_shardings(batch, mesh, rules))

@@ -1,0 +1,160 @@
+"""The learner's state -- step, params, optimizer state, frozen reference, rng -- on a mesh.
+
+Everything is born with its final sharding: parameters follow the model's logical-axis rules,
+optimizer moments follow the parameter they belong to, scalars (step, Adam's count, the rng)
+are replicated. ``abstract_train_state`` builds the same tree from shapes alone, so the memory a
+large run needs per device can be read off before a single weight exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from orchestra_jax.models.config import ModelConfig
+from orchestra_jax.models.sharded import abstract_decoder, state_shardings
+from orchestra_jax.sharding.rules import LogicalRules
+
+AnyMesh = jax.sharding.Mesh | jax.sharding.AbstractMesh
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class TrainState:
+    """One pytree with everything an update step reads and replaces.
+
+    ``ref_params`` is the frozen reference policy for the KL term (``None`` when the run uses
+    no KL); ``rng`` is a typed PRNG key, replicated."""
+
+    step: Any
+    params: nnx.State
+    opt_state: optax.OptState
+    ref_params: nnx.State | None
+    rng: Any
+
+
+def _replicated(mesh: AnyMesh) -> jax.sharding.NamedSharding:
+    return jax.sharding.NamedSharding(mesh, jax.P())
+
+
+def optimizer_state_shardings(optimizer: optax.GradientTransformation, abstract_opt_state: Any,
+                              param_shardings: nnx.State, mesh: AnyMesh) -> Any:
+    """Shardings of the optimizer state: a moment takes its parameter's sharding, anything
+    else (step counts, schedule state) is replicated."""
+    replicated = _replicated(mesh)
+    return optax.tree_map_params(
+        optimizer,
+        lambda _, sharding: sharding,
+        abstract_opt_state,
+        param_shardings,
+        transform_non_params=lambda _: replicated,
+    )
+
+
+def _with_sharding(shapes: Any, shardings: Any) -> Any:
+    return jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
+    )
+
+
+def _abstract_from_params(graph_params: nnx.State, optimizer: optax.GradientTransformation,
+                          mesh: AnyMesh, rules: LogicalRules | None,
+                          reference: bool) -> TrainState:
+    param_shardings = state_shardings(graph_params, mesh, rules)
+    params = _with_sharding(jax.eval_shape(lambda p: p, graph_params), param_shardings)
+    opt_shapes = jax.eval_shape(optimizer.init, params)
+    opt_shardings = optimizer_state_shardings(optimizer, opt_shapes, param_shardings, mesh)
+    replicated = _replicated(mesh)
+    key_shape = jax.eval_shape(lambda: jax.random.key(0))
+    return TrainState(
+        step=jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated),
+        params=params,
+        opt_state=_with_sharding(opt_shapes, opt_shardings),
+        ref_params=params if reference else None,
+        rng=jax.ShapeDtypeStruct(key_shape.shape, key_shape.dtype, sharding=replicated),
+    )
+
+
+def abstract_train_state(
+    model_config: ModelConfig,
+    optimizer: optax.GradientTransformation,
+    mesh: AnyMesh,
+    rules: LogicalRules | None = None,
+    reference: bool = True,
+) -> TrainState:
+    """The train state of ``model_config`` as ``ShapeDtypeStruct``s carrying their shardings;
+    nothing is allocated. ``mesh`` may be a ``jax.sharding.AbstractMesh`` (e.g. a 64-device
+    pod described on a laptop)."""
+    _, abstract = abstract_decoder(model_config)
+    return _abstract_from_params(abstract, optimizer, mesh, rules, reference)
+
+
+def train_state_shardings(state: TrainState) -> TrainState:
+    """The sharding of every leaf of a concrete or abstract train state (same tree)."""
+    return jax.tree.map(lambda x: x.sharding, state)
+
+
+def init_train_state(
+    model: nnx.Module,
+    optimizer: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh,
+    rules: LogicalRules | None = None,
+    reference: bool = True,
+    seed: int = 0,
+) -> tuple[nnx.GraphDef, TrainState]:
+    """``(graphdef, state)`` for ``model`` on ``mesh``: the params are placed on their rule
+    shardings (a no-op for a model from ``sharded_init``), the optimizer state is created
+    directly on its shards, and the reference is a separate copy of the params (the update
+    step donates the state, so the two must not share buffers)."""
+    graphdef, params = nnx.split(model)
+    abstract = _abstract_from_params(params, optimizer, mesh, rules, reference)
+    shardings = train_state_shardings(abstract)
+    params = jax.device_put(params, shardings.params)
+    opt_state = jax.jit(optimizer.init, out_shardings=shardings.opt_state)(params)
+    ref_params = None
+    if reference:
+        ref_params = jax.jit(lambda p: jax.tree.map(jnp.copy, p),
+                             out_shardings=shardings.ref_params)(params)
+    step = jax.device_put(jnp.zeros((), jnp.int32), shardings.step)
+    rng = jax.device_put(jax.random.key(seed), shardings.rng)
+    return graphdef, TrainState(step=step, params=params, opt_state=opt_state,
+                                ref_params=ref_params, rng=rng)
+
+
+def _shard_bytes(leaf: Any) -> int:
+    """Bytes of the largest shard of ``leaf`` (a dimension split over ``n`` devices holds at
+    most ``ceil(size / n)`` rows on one device)."""
+    sharding = leaf.sharding
+    mesh_shape = dict(sharding.mesh.shape)
+    spec = tuple(sharding.spec) + (None,) * (len(leaf.shape) - len(sharding.spec))
+    elements = 1
+    for size, axes in zip(leaf.shape, spec, strict=True):
+        names = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
+        ways = math.prod(mesh_shape[name] for name in names)
+        elements *= -(-size // ways)
+    itemsize = jax.random.key_data(jax.random.key(0)).nbytes if jax.dtypes.issubdtype(
+        leaf.dtype, jax.dtypes.prng_key) else np.dtype(leaf.dtype).itemsize
+    return elements * itemsize
+
+
+def bytes_per_device(state: TrainState) -> dict[str, int]:
+    """Bytes of params, optimizer state and reference params on the most-loaded device, from
+    shapes and shardings alone (works on abstract and concrete states)."""
+
+    def total(tree: Any) -> int:
+        return sum(_shard_bytes(leaf) for leaf in jax.tree.leaves(tree))
+
+    parts = {
+        "params": total(state.params),
+        "optimizer": total(state.opt_state),
+        "reference": total(state.ref_params) if state.ref_params is not None else 0,
+    }
+    parts["total"] = sum(parts.values())
+    return parts

@@ -1,0 +1,72 @@
+"""Packing trajectories into right-padded buckets and putting them on the mesh in one go."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from orchestra_jax.rl.batch import batch_shards, pack_sequences, put_batch
+from orchestra_jax.sharding import make_mesh
+
+
+def _sample(n: int, first_loss: int, logp: float = -1.0):
+    ids = np.arange(1, n + 1)
+    mask = np.zeros(n)
+    mask[first_loss:] = 1
+    return ids, mask, np.full(n, logp)
+
+
+def test_pack_right_pads_to_the_smallest_bucket_and_keeps_token_alignment():
+    batch = pack_sequences([_sample(5, 3, -0.5), _sample(9, 4, -2.0)], [1.5, -1.0],
+                           buckets=(8, 16, 32), batch_multiple=4, pad_id=0)
+    assert batch.shape == (4, 16)
+    np.testing.assert_array_equal(batch.input_ids[0, :6], [1, 2, 3, 4, 5, 0])
+    np.testing.assert_array_equal(batch.attention_mask.sum(axis=1), [5, 9, 0, 0])
+    np.testing.assert_array_equal(batch.loss_mask[0, :6], [0, 0, 0, 1, 1, 0])
+    np.testing.assert_array_equal(batch.old_logprobs[1, 3:10], [0, -2, -2, -2, -2, -2, 0])
+    np.testing.assert_array_equal(batch.advantages, [1.5, -1.0, 0.0, 0.0])
+    assert batch.loss_mask[2:].sum() == 0  # filler rows count nowhere
+    assert batch.returns is None and batch.old_values is None
+
+
+def test_pack_with_value_targets_and_fixed_length():
+    batch = pack_sequences([_sample(3, 1)], [0.2], seq_len=6, returns=[[1, 2, 3]],
+                           old_values=[[0.5, 0.5, 0.5]])
+    np.testing.assert_array_equal(batch.returns[0], [1, 2, 3, 0, 0, 0])
+    assert batch.old_values.shape == (1, 6)
+
+
+@pytest.mark.parametrize(("samples", "advantages", "kwargs", "match"), [
+    ([_sample(40, 2)], [1.0], {"buckets": (16, 32)}, "sample 0 has 40 tokens"),
+    ([_sample(10, 2)], [1.0], {"seq_len": 8}, "more than seq_len"),
+    ([_sample(4, 0)], [1.0], {}, "first token"),
+    ([_sample(4, 1), _sample(4, 1)], [1.0], {}, "2 samples"),
+    ([(np.arange(4), np.zeros(3), np.zeros(4))], [1.0], {}, "sample 0"),
+    ([_sample(4, 1, float("nan"))], [1.0], {}, "non-finite log-prob"),
+    ([_sample(4, 1)], [float("inf")], {}, "non-finite advantage"),
+    ([], [], {}, "at least one"),
+])
+def test_pack_rejects_bad_input_naming_it(samples, advantages, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        pack_sequences(samples, advantages, **kwargs)
+
+
+def test_put_batch_shards_rows_over_data_and_fsdp():
+    mesh = make_mesh((2, 2, 2))
+    assert batch_shards(mesh) == 4
+    host = pack_sequences([_sample(6, 2)] * 3, [1.0, 0.0, -1.0], buckets=(8,),
+                          batch_multiple=batch_shards(mesh))
+    device = put_batch(host, mesh)
+    assert device.input_ids.sharding.spec == jax.P(("data", "fsdp"), None)
+    assert device.advantages.sharding.spec == jax.P(("data", "fsdp"))
+    assert device.returns is None
+    np.testing.assert_array_equal(np.asarray(device.loss_mask), host.loss_mask)
+    assert device.input_ids.addressable_shards[0].data.shape == (1, 8)
+
+
+def test_put_batch_refuses_rows_that_do_not_split_over_the_shards():
+    mesh = make_mesh((2, 2, 2))
+    host = pack_sequences([_sample(6, 2)] * 3, [1.0, 0.0, -1.0], buckets=(8,))
+    with pytest.raises(ValueError, match="batch_multiple=4"):
+        put_batch(host, mesh)
