@@ -1,0 +1,110 @@
+"""The grain pipeline that hands the RL loop one batch of tasks per step.
+
+Why grain: its `MapDataset` is index based, so the whole position of the stream is one
+integer (`{"next_index": n}`) that goes into the checkpoint next to the params; a resumed run
+sees exactly the batches the interrupted run would have seen, with no replay of the data.
+
+Order of transformations: shuffle -> repeat -> batch. Shuffling before repeating gives every
+epoch its own permutation (grain folds the epoch number into the seed) and keeps epochs from
+mixing; batching last means each task is used exactly once per epoch, whatever the number of
+tasks, and a batch that straddles an epoch boundary may hold a task twice (harmless for GRPO:
+it only enlarges that task's group).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grain
+
+_MAX_SEED = 2**32 - 1
+
+
+class PipelineError(ValueError):
+    """A task pipeline was asked for with arguments it cannot honour (names the argument)."""
+
+
+def _check_source(tasks: Any) -> int:
+    """Return the number of tasks, or raise naming what was wrong with `tasks`."""
+    if isinstance(tasks, str | bytes) or not (
+        hasattr(tasks, "__len__") and hasattr(tasks, "__getitem__")
+    ):
+        raise PipelineError(
+            f"tasks must be a sequence or a grain random-access data source "
+            f"(__len__ and __getitem__), got {type(tasks).__name__}"
+        )
+    n = len(tasks)
+    if n == 0:
+        raise PipelineError("tasks is empty: a task pipeline needs at least one task")
+    return n
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def task_pipeline(
+    tasks: Sequence[Any] | grain.sources.RandomAccessDataSource,
+    *,
+    seed: int,
+    prompts_per_step: int,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    state: Mapping[str, Any] | None = None,
+) -> grain.DatasetIterator:
+    """An iterator of lists of `prompts_per_step` tasks, one list per RL step.
+
+    `seed` fixes the per-epoch shuffles; `num_epochs=None` repeats forever, an integer stops
+    after that many passes (the last, partial batch is dropped so every step has the same
+    shape). Checkpoint `it.get_state()` (a small JSON-able dict) and resume by building the
+    pipeline with the same arguments and `state=` that dict (or calling `it.set_state`);
+    passing it here checks it, so a damaged state fails now, naming itself, not mid-run.
+    """
+    n = _check_source(tasks)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= _MAX_SEED:
+        raise PipelineError(f"seed must be an integer in [0, 2**32 - 1], got {seed!r}")
+    if not _is_positive_int(prompts_per_step):
+        raise PipelineError(
+            f"prompts_per_step must be a positive integer, got {prompts_per_step!r}"
+        )
+    if num_epochs is not None and not _is_positive_int(num_epochs):
+        raise PipelineError(f"num_epochs must be None or a positive integer, got {num_epochs!r}")
+    if num_epochs is not None and n * num_epochs < prompts_per_step:
+        raise PipelineError(
+            f"{n} tasks x num_epochs={num_epochs} cannot fill one batch of "
+            f"prompts_per_step={prompts_per_step}"
+        )
+
+    dataset = grain.MapDataset.source(tasks)
+    if shuffle:
+        dataset = dataset.shuffle(seed=seed)
+    dataset = dataset.repeat(num_epochs).batch(
+        prompts_per_step, drop_remainder=True, batch_fn=list
+    )
+    # Tasks are in memory: reader threads would only contend for the GIL (grain's own advice).
+    read_options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+    iterator = iter(dataset.to_iter_dataset(read_options))
+    if state is not None:
+        _restore_state(iterator, state)
+    return iterator
+
+
+def _restore_state(iterator: grain.DatasetIterator, state: Mapping[str, Any]) -> None:
+    """Apply a saved iterator state, or raise naming it: grain itself would fail with a bare
+    KeyError or TypeError, or only at the next `next()`."""
+    expected = iterator.get_state()
+    if not isinstance(state, Mapping) or set(state) != set(expected):
+        raise PipelineError(
+            f"iterator state {state!r} does not match this pipeline's state layout "
+            f"(keys {sorted(expected)})"
+        )
+    index = state.get("next_index")
+    if "next_index" in expected and (
+        isinstance(index, bool) or not isinstance(index, int) or index < 0
+    ):
+        raise PipelineError(f"iterator state {dict(state)!r}: next_index must be an int >= 0")
+    try:
+        iterator.set_state(dict(state))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PipelineError(f"cannot resume the task pipeline from state {state!r}: {exc}") from exc
