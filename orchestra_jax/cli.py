@@ -3,6 +3,7 @@
     orchestra demo            load the real SmolLM2-135M-Instruct, run a forward pass, chat
     orchestra models          list the model presets and their sizes
     orchestra serve           an OpenAI-compatible chat-completions server for a checkpoint
+    orchestra train           RL training: --config FILE --workdir DIR [--config.a.b=value ...]
 """
 
 from __future__ import annotations
@@ -85,6 +86,15 @@ def _serve(args: argparse.Namespace) -> int:
     return run_server(server, args.host, args.port)
 
 
+def _train(args: argparse.Namespace) -> int:
+    import logging
+
+    from orchestra_jax.train.loop import run_from_cli
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    return run_from_cli(args.config, args.workdir, args.overrides)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orchestra",
@@ -126,12 +136,32 @@ def build_parser() -> argparse.ArgumentParser:
                        help="require the key held in environment variable VAR as a Bearer token")
     serve.add_argument("--seed", type=int, default=0, help="sampling seed of unseeded requests")
     serve.set_defaults(run=_serve)
+
+    train = sub.add_parser(
+        "train", help="RL training of an orchestrator (resumes from the workdir's checkpoint)",
+        epilog="Any config field can be overridden: --config.a.b=value (typed; an unknown key "
+               "or a wrong type stops with exit status 2, naming it).")
+    train.add_argument("--config", required=True, metavar="FILE",
+                       help="experiment file with get_config() (experiments/*.py)")
+    train.add_argument("--workdir", required=True, metavar="DIR",
+                       help="run directory: config.json, checkpoints, TensorBoard events")
+    train.set_defaults(run=_train, overrides=[])
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # `--config.a.b=value` overrides are not argparse options: collect them for `train` only.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if getattr(args, "command", None) != "train":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        bad = [e for e in extra if not e.startswith("--config.")]
+        if bad:
+            print(f"orchestra train: unrecognized arguments {bad}; overrides look like "
+                  "--config.a.b=value", file=sys.stderr)
+            return 2
+        args.overrides = extra
     if getattr(args, "run", None) is None:
         parser.print_help()
         return 0

@@ -13,13 +13,12 @@ is reported, not asserted: speed is for benchmarks).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import jax.numpy as jnp
 import numpy as np
 
-from orchestra_jax.envs.base import StepOutput
+from orchestra_jax.envs.toy import TOOL_NAMES, TOOLS, TargetCallEnv, call_text
 from orchestra_jax.models import get_preset, init_decoder
 from orchestra_jax.rewards import toolorchestra_reward
 from orchestra_jax.rl import compute_advantages
@@ -39,48 +38,7 @@ from orchestra_jax.tokenization import (
 )
 from orchestra_jax.tools.executor import ToolExecutor
 
-TOOL_NAMES = ("lookup", "search", "target", "answer")
-TOOLS = [{"type": "function", "function": {
-    "name": name, "description": f"The {name} tool.",
-    "parameters": {"type": "object", "properties": {}}}} for name in TOOL_NAMES]
 PROMPTS, GROUP = 16, 16
-
-
-def call_text(name: str) -> str:
-    """A compact call (SentencePiece matches user-defined pieces only where no space is)."""
-    body = json.dumps({"name": name, "arguments": {}}, separators=(",", ":"))
-    return f"<tool_call>{body}</tool_call>"
-
-
-class TargetCallEnv:
-    """One turn; outcome 1 when the turn's first valid call names `target`."""
-
-    mode = "qa"
-
-    def __init__(self) -> None:
-        self._done, self._outcome = False, 0.0
-
-    def reset(self, task) -> None:
-        self._done, self._outcome = False, 0.0
-
-    def tools(self):
-        return TOOLS
-
-    def messages(self):
-        return [{"role": "system", "content": "You route each request to one tool."},
-                {"role": "user", "content": "Call the target tool."}]
-
-    async def step(self, assistant_text, calls, executor, turn) -> StepOutput:
-        self._done = True
-        self._outcome = float(bool(calls) and calls[0].name == "target")
-        return StepOutput()
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    def outcome(self) -> float:
-        return self._outcome
 
 
 def test_grpo_lifts_the_reward_for_calling_the_target_tool(tmp_path, capsys):

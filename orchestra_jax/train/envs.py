@@ -1,0 +1,99 @@
+"""Environments the training loop can run, by name (`config.data.source`).
+
+Why a registry: the loop must not know any world. It asks this module for an `EnvSuite`
+(the tasks, a factory of fresh per-episode environments, the tokenizer to use when the model
+brings none, the tool executor) and trains on whatever comes back. A name that is not here
+fails at start, naming the key and the known names.
+
+Registered: `toy_target_call` (the learning-sanity world of `orchestra_jax.envs.toy`, with a
+SentencePiece vocabulary trained on its own prompt, built once in the run directory so that a
+resumed run reads the very same vocabulary).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from orchestra_jax.envs.base import Environment
+from orchestra_jax.tokenization import Tokenizer
+from orchestra_jax.train.config import ConfigError
+
+
+@dataclass
+class EnvSuite:
+    """Everything the loop needs from an environment family.
+
+    `tool_names` fixes the order of the tool-count features of the reward (one column per
+    tool); `tokenizer` is None when the model's checkpoint must provide it.
+    """
+
+    tasks: Sequence[Any]
+    eval_tasks: Sequence[Any]
+    make_env: Callable[[], Environment]
+    tool_names: tuple[str, ...]
+    tokenizer: Tokenizer | None
+    make_executor: Callable[[], Any]
+
+
+EnvBuilder = Callable[[ml_collections.ConfigDict, Path], EnvSuite]
+ENVS: dict[str, EnvBuilder] = {}
+
+
+def register_env(name: str) -> Callable[[EnvBuilder], EnvBuilder]:
+    """Decorator: file a builder under `name` for `config.data.source`."""
+
+    def wrap(fn: EnvBuilder) -> EnvBuilder:
+        ENVS[name] = fn
+        return fn
+
+    return wrap
+
+
+def build_env_suite(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
+    """The suite named by `config.data.source`; ConfigError naming the key when unknown."""
+    name = config.data.source
+    if name not in ENVS:
+        raise ConfigError(
+            f"config key 'data.source' is {name!r}; known environments: {sorted(ENVS)}"
+        )
+    return ENVS[name](config, workdir)
+
+
+@register_env("toy_target_call")
+def _toy_target_call(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
+    from orchestra_jax.envs.toy import TOOL_NAMES, TOOLS, TargetCallEnv, call_text
+    from orchestra_jax.tokenization import (
+        CHATML_TOOLS_TEMPLATE,
+        load_tokenizer,
+        render_chat_template,
+        train_sentencepiece,
+    )
+    from orchestra_jax.tools.executor import ToolExecutor
+
+    directory = workdir / "tokenizer"
+    if directory.is_dir():
+        tokenizer = load_tokenizer(directory)
+    else:
+        prompt = render_chat_template(CHATML_TOOLS_TEMPLATE, TargetCallEnv().messages(),
+                                      tools=TOOLS, add_generation_prompt=True)
+        # Built aside and renamed, so a run killed here never leaves half a vocabulary.
+        scratch = workdir / ".tokenizer.partial"
+        shutil.rmtree(scratch, ignore_errors=True)
+        train_sentencepiece([prompt] * 20, scratch, vocab_size=1000,
+                            extra_special_tokens=[call_text(n) for n in TOOL_NAMES])
+        os.replace(scratch, directory)
+        tokenizer = load_tokenizer(directory)
+    count = config.data.max_tasks or 16
+    tasks = [{"id": f"toy-{i}"} for i in range(count)]
+    return EnvSuite(tasks=tasks, eval_tasks=tasks, make_env=TargetCallEnv,
+                    tool_names=TOOL_NAMES, tokenizer=tokenizer, make_executor=ToolExecutor)
+
+
+__all__ = ["ENVS", "EnvSuite", "build_env_suite", "register_env"]

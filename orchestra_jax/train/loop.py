@@ -1,0 +1,535 @@
+"""The RL training loop: tasks -> episodes -> rewards -> advantages -> filters -> updates.
+
+`train(config, workdir)` wires the project's pieces into one run that can be stopped and
+resumed exactly. One RL step:
+
+1. the next batch of `rollout.prompts_per_step` tasks from the grain pipeline;
+2. `group_size` episodes of each through the batcher and the jitted sampler (`run_episodes`),
+   seeded from `train.seed` and the step, so the step's samples do not depend on how the run
+   got there;
+3. the ToolOrchestra reward (preference from the config), advantages from the registry;
+4. the sample filters, then packing into mini-batches of `train.mini_batch_size` turn-samples
+   and `train.ppo_epochs` passes of jitted, donated update steps (several optimizer steps per RL
+   step); the sampler then reads the new parameters;
+5. metrics to TensorBoard under the documented tags and to the progress line; evaluation every
+   `train.eval_every` steps; an Orbax checkpoint (train state, pipeline position and the
+   per-step metrics history) every `train.checkpoint_every` steps and at the end;
+6. a SIGTERM (preemption) is honoured at the step boundary: save, wait for the write, return.
+
+Why exact resume works: everything random is derived from `train.seed` and the step number
+(initialisation, the pipeline's shuffles, each step's sampling seed, each epoch's mini-batch
+order) or lives in the checkpoint (params, optimizer state, the update step's rng key, the
+pipeline index). A resumed run restores those and replays nothing, so steps 4..6 after a kill
+at step 3 are the same computation as steps 4..6 of a run that never stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+import json
+import logging
+import math
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from orchestra_jax.data.pipeline import task_pipeline
+from orchestra_jax.models import get_preset, sharded_init
+from orchestra_jax.rewards import toolorchestra_reward
+from orchestra_jax.rl.advantages import ADVANTAGES, compute_advantages
+from orchestra_jax.rl.batch import DEFAULT_BUCKETS, batch_shards, pack_sequences, put_batch
+from orchestra_jax.rl.filters import filter_samples
+from orchestra_jax.rl.losses import POLICY_LOSSES
+from orchestra_jax.rl.optimizer import make_optimizer, make_schedule
+from orchestra_jax.rl.train_state import TrainState, init_train_state, train_state_shardings
+from orchestra_jax.rl.update_step import UpdateConfig, make_update_step
+from orchestra_jax.rollout.batcher import Batcher
+from orchestra_jax.rollout.engine import grouped_episodes, run_episodes
+from orchestra_jax.rollout.requests import SamplingParams
+from orchestra_jax.rollout.sampler import Sampler, SamplerBuckets
+from orchestra_jax.rollout.trajectory import Trajectory
+from orchestra_jax.sharding import make_mesh
+from orchestra_jax.train.checkpoint import CheckpointManager, abstract_like
+from orchestra_jax.train.config import ConfigError, config_to_json, dump_config
+from orchestra_jax.train.envs import EnvSuite, build_env_suite
+from orchestra_jax.train.metrics import MetricsWriter, rollout_metrics, update_tags
+from orchestra_jax.train.preemption import PreemptionGuard
+from orchestra_jax.train.progress import ProgressLine
+
+log = logging.getLogger(__name__)
+
+#: Tags whose values are wall-clock measurements: they differ between otherwise identical runs.
+TIMING_TAGS = ("time/step_s", "time/rollout_s", "time/update_s", "time/eval_s", "train/wall_s")
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup: each function turns one config section into a component, or raises ConfigError
+
+
+def _mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+    """The mesh of `mesh.shape`; a shape with no -1 takes the first devices it needs, so a
+    (1, 1, 1) recipe runs on one device of a multi-device host."""
+    shape = tuple(int(d) for d in config.mesh.shape)
+    devices = jax.devices()
+    if -1 not in shape:
+        need = int(np.prod(shape)) if shape else 0
+        if len(shape) != 3 or need < 1 or need > len(devices):
+            raise ConfigError(f"config key 'mesh.shape' is {shape}: needs {need} devices, "
+                              f"{len(devices)} available")
+        devices = devices[:need]
+    try:
+        return make_mesh(shape, devices=devices)
+    except ValueError as exc:
+        raise ConfigError(f"config key 'mesh.shape': {exc}") from exc
+
+
+def _model_config(config: ml_collections.ConfigDict, vocab_size: int) -> Any:
+    """The preset with dtypes, layer options and the recipe's `model.overrides` applied."""
+    if config.model.path is not None:
+        raise ConfigError("config key 'model.path': loading a checkpoint into the training "
+                          "loop is not wired yet; leave it None to train from the preset")
+    overrides = dict(config.model.get("overrides", None) or {})
+    overrides.setdefault("vocab_size", vocab_size)
+    try:
+        return get_preset(config.model.preset, dtype=config.model.dtype,
+                          param_dtype=config.model.param_dtype, remat=config.model.remat,
+                          scan_layers=config.model.scan_layers, **overrides)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config key 'model': {exc}") from exc
+
+
+def _update_config(config: ml_collections.ConfigDict) -> UpdateConfig:
+    loss = config.loss
+    if loss.kl_coef > 0 and loss.kl_in != "loss":
+        raise ConfigError("config key 'loss.kl_in' is 'reward': the per-token KL reward "
+                          "penalty is not wired into the loop yet; use 'loss'")
+    if config.advantage.estimator == "gae":
+        raise ConfigError("config key 'advantage.estimator' is 'gae': the critic is not "
+                          "wired into the loop yet; use grpo, drgrpo or rloo")
+    try:
+        fn = POLICY_LOSSES.get(loss.policy_loss)
+    except ValueError as exc:
+        raise ConfigError(f"config key 'loss.policy_loss': {exc}") from exc
+    accepted = inspect.signature(fn).parameters
+    options = {k: v for k, v in (("clip_low", loss.clip_low), ("clip_high", loss.clip_high),
+                                 ("dual_clip", loss.dual_clip)) if k in accepted}
+    update = UpdateConfig(policy_loss=loss.policy_loss, policy_options=options,
+                          agg_mode=loss.agg_mode, kl_coef=float(loss.kl_coef),
+                          kl_estimator=loss.kl_estimator, entropy_coef=float(loss.entropy_coef),
+                          value_coef=0.0, micro_batches=int(config.train.micro_batches))
+    try:
+        update.validate()
+    except ValueError as exc:
+        raise ConfigError(f"config key 'loss': {exc}") from exc
+    return update
+
+
+def _optimizer_args(config: ml_collections.ConfigDict, updates_per_step: int) -> dict[str, Any]:
+    opt = config.optimizer
+    if opt.name != "adamw":
+        raise ConfigError(f"config key 'optimizer.name' is {opt.name!r}; known: ['adamw']")
+    return dict(lr=float(opt.lr), schedule=opt.schedule, warmup_steps=int(opt.warmup_steps),
+                total_steps=max(1, int(config.train.steps) * updates_per_step))
+
+
+def _make_optimizer(config: ml_collections.ConfigDict, updates_per_step: int) -> Any:
+    opt = config.optimizer
+    args = _optimizer_args(config, updates_per_step)
+    try:
+        make_schedule(args["lr"], schedule=args["schedule"], warmup_steps=args["warmup_steps"],
+                      total_steps=args["total_steps"])
+        return make_optimizer(**args, b1=opt.b1, b2=opt.b2, eps=opt.eps,
+                              weight_decay=opt.weight_decay, grad_clip=opt.grad_clip)
+    except ValueError as exc:
+        raise ConfigError(f"config key 'optimizer': {exc}") from exc
+
+
+def _check_train(config: ml_collections.ConfigDict, shards: int) -> int:
+    """Rows of one packed mini-batch; raises naming the key for impossible sizes."""
+    train = config.train
+    for key in ("steps", "mini_batch_size", "ppo_epochs", "micro_batches"):
+        if train[key] < 1:
+            raise ConfigError(f"config key 'train.{key}' must be >= 1, got {train[key]}")
+    for key in ("prompts_per_step", "group_size", "max_turns", "max_new_tokens",
+                "max_batch_size"):
+        if config.rollout[key] < 1:
+            raise ConfigError(f"config key 'rollout.{key}' must be >= 1, got "
+                              f"{config.rollout[key]}")
+    if config.advantage.estimator not in ADVANTAGES:
+        raise ConfigError(f"config key 'advantage.estimator' is "
+                          f"{config.advantage.estimator!r}; known: {sorted(ADVANTAGES)}")
+    unit = shards * int(train.micro_batches)
+    return -(-int(train.mini_batch_size) // unit) * unit
+
+
+def _buckets(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+    """Packing lengths: the default buckets below the longest possible sequence, and that.
+
+    A sequence is at most one prompt (`max_prompt_tokens`, longer prompts end the episode)
+    plus one turn, so the last bucket is exact and a toy run compiles one update program."""
+    longest = int(config.rollout.max_prompt_tokens) + int(config.rollout.max_new_tokens)
+    longest = -(-longest // 8) * 8
+    return (*[b for b in DEFAULT_BUCKETS if b < longest], longest)
+
+
+def _seed(*parts: int) -> int:
+    """A reproducible 31-bit seed from integers (the run seed, the step, a purpose tag)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+# ---------------------------------------------------------------------------------------------
+# One step's host maths
+
+
+def _rewards(config: ml_collections.ConfigDict, trajectories: Sequence[Trajectory],
+             tool_names: Sequence[str]) -> np.ndarray:
+    """The ToolOrchestra reward of each trajectory, normalised within its group."""
+    n = len(trajectories)
+    counts = np.zeros((n, max(1, len(tool_names))), np.float32)
+    for i, t in enumerate(trajectories):
+        for j, name in enumerate(tool_names):
+            counts[i, j] = t.tool_counts().get(name, 0)
+    pref = config.reward.preference
+    preference = np.asarray([pref.tools] * counts.shape[1]
+                            + [pref.outcome, pref.cost, pref.latency], np.float32)
+    reward = toolorchestra_reward(
+        counts, np.asarray([t.outcome for t in trajectories], np.float32),
+        np.asarray([t.cost_usd for t in trajectories], np.float32),
+        np.asarray([t.latency_s for t in trajectories], np.float32),
+        preference, np.asarray([t.group for t in trajectories], np.int32),
+        alias_min_over_users=bool(config.reward.alias_min_over_users))
+    return np.asarray(reward, np.float32)
+
+
+def _advantages(config: ml_collections.ConfigDict, rewards: np.ndarray,
+                groups: np.ndarray) -> np.ndarray:
+    adv = config.advantage
+    fn = ADVANTAGES.get(adv.estimator)
+    accepted = inspect.signature(fn).parameters
+    options = {k: v for k, v in (("std", adv.std), ("eps", adv.eps), ("clip", adv.clip),
+                                 ("boost", adv.boost),
+                                 ("boost_threshold", adv.boost_threshold)) if k in accepted}
+    return np.asarray(compute_advantages(adv.estimator, rewards, group_ids=groups, **options),
+                      np.float32)
+
+
+@dataclasses.dataclass
+class _Samples:
+    """The turn-samples that enter the loss: (ids, mask, logprobs) triples and advantages."""
+
+    triples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    advantages: np.ndarray
+    dropped: dict[str, int]
+
+
+def _training_samples(config: ml_collections.ConfigDict, trajectories: Sequence[Trajectory],
+                      rewards: np.ndarray, advantages: np.ndarray) -> _Samples:
+    """One entry per training sequence (a turn in qa mode, the dialogue otherwise), filtered."""
+    flt = config.filter
+    triples, seq_adv, groups, seq_rewards, traj_ids = [], [], [], [], []
+    valid, well_formed, truncated = [], [], []
+    for i, t in enumerate(trajectories):
+        sequences = t.sequences(mask_malformed=bool(flt.drop_malformed_turns))
+        per_turn = len(sequences) == len(t.samples)
+        for k, seq in enumerate(sequences):
+            triples.append((seq.token_ids, seq.loss_mask, seq.logprobs))
+            seq_adv.append(advantages[i])
+            groups.append(t.group)
+            seq_rewards.append(rewards[i])
+            traj_ids.append(i)
+            valid.append(t.done)
+            last = t.samples[k] if per_turn else t.samples[-1]
+            well_formed.append(not last.malformed if per_turn else True)
+            truncated.append(last.finish_reason == "length")
+    if not triples:
+        return _Samples([], np.zeros(0, np.float32), {})
+    result = filter_samples(
+        np.asarray(groups), np.asarray(seq_rewards), min_group_std=flt.min_group_std,
+        valid_final_output=np.asarray(valid) if flt.drop_invalid_final_output else None,
+        well_formed=np.asarray(well_formed) if flt.drop_malformed_turns else None,
+        truncated=np.asarray(truncated) if flt.drop_truncated else None,
+        trajectory_ids=np.asarray(traj_ids))
+    keep = [i for i in range(len(triples))
+            if result.keep[i] and np.any(triples[i][1][1:] != 0)]
+    dropped = dict(result.dropped)
+    dropped["no_loss_tokens"] = int(result.n_kept - len(keep))
+    return _Samples([triples[i] for i in keep], np.asarray([seq_adv[i] for i in keep],
+                                                           np.float32), dropped)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint form of the train state (orbax stores key data, not typed PRNG keys)
+
+
+def _to_checkpoint(state: TrainState) -> TrainState:
+    return dataclasses.replace(state, rng=jax.random.key_data(state.rng))
+
+
+def _from_checkpoint(stored: TrainState, like: TrainState) -> TrainState:
+    rng = jax.random.wrap_key_data(stored.rng, impl=jax.random.key_impl(like.rng))
+    return dataclasses.replace(stored, rng=jax.device_put(rng, like.rng.sharding))
+
+
+def _json_number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+class _Run:
+    """The live components of one run; `train` drives it step by step."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: Path):
+        self.config = config
+        self.workdir = workdir
+        self.suite: EnvSuite = build_env_suite(config, workdir)
+        if self.suite.tokenizer is None:
+            raise ConfigError(f"config key 'data.source' ({config.data.source!r}) brings no "
+                              "tokenizer and model.path is not wired yet")
+        self.tokenizer = self.suite.tokenizer
+        self.mesh = _mesh(config)
+        self.rules = dict(config.mesh.rules.to_dict()) if len(config.mesh.rules) else None
+        shards = batch_shards(self.mesh, self.rules)
+        self.rows = _check_train(config, shards)
+        self.buckets = _buckets(config)
+        episodes = int(config.rollout.prompts_per_step) * int(config.rollout.group_size)
+        self.updates_per_step = int(config.train.ppo_epochs) * max(
+            1, -(-episodes // int(config.train.mini_batch_size)))
+        self.update_config = _update_config(config)
+        self.optimizer = _make_optimizer(config, self.updates_per_step)
+        self.schedule_args = _optimizer_args(config, self.updates_per_step)
+        seed = int(config.train.seed)
+        model_config = _model_config(config, self.tokenizer.vocab_size)
+        model = sharded_init(model_config, self.mesh, seed=seed, rules=self.rules)
+        graphdef, self.state = init_train_state(model, self.optimizer, self.mesh, self.rules,
+                                                reference=config.loss.kl_coef > 0, seed=seed)
+        self.update = make_update_step(graphdef, self.update_config, self.mesh, self.rules,
+                                       train_state_shardings(self.state),
+                                       optimizer=self.optimizer)
+        # One batch shape for every generation: how the batcher happens to split a step's
+        # requests (timing, machine load) then cannot change a single bit of what is sampled,
+        # which exact resume needs; filler rows cost only their matmul rows.
+        rows = -(-int(config.rollout.max_batch_size) // shards) * shards
+        self.sampler = Sampler(model, self.mesh, rules=self.rules,
+                               pad_id=self.tokenizer.pad_token_id,
+                               stop_token_ids=self.tokenizer.stop_token_ids, seed=seed,
+                               buckets=SamplerBuckets(batch_sizes=(rows,)))
+        self.batcher = Batcher(self.sampler, max_batch_size=rows)
+        self.seed = seed
+
+    # ---- rollouts -------------------------------------------------------------------------
+
+    def episodes(self, tasks: Sequence[Any], group_size: int, sampling: SamplingParams,
+                 ) -> list[Trajectory]:
+        rollout = self.config.rollout
+        specs = grouped_episodes(tasks, self.suite.make_env, group_size)
+        specs = [dataclasses.replace(s, task_id=_task_id(s.task, s.group)) for s in specs]
+        return asyncio.run(run_episodes(
+            specs, generator=self.batcher, tokenizer=self.tokenizer,
+            executor=self.suite.make_executor(), sampling=sampling,
+            max_turns=int(rollout.max_turns), timeout_s=float(rollout.episode_timeout_s),
+            max_prompt_tokens=int(rollout.max_prompt_tokens),
+            max_concurrent_episodes=rollout.max_concurrent_episodes))
+
+    def sampling(self, step: int, *, greedy: bool = False) -> SamplingParams:
+        rollout = self.config.rollout
+        return SamplingParams(max_new_tokens=int(rollout.max_new_tokens),
+                              temperature=0.0 if greedy else float(rollout.temperature),
+                              top_p=float(rollout.top_p), seed=_seed(self.seed, step, 0x5A))
+
+    # ---- updates --------------------------------------------------------------------------
+
+    def learn(self, step: int, samples: _Samples) -> dict[str, float]:
+        """`ppo_epochs` passes over mini-batches of the kept samples; mean update metrics."""
+        n = len(samples.triples)
+        if n == 0:
+            return {}
+        longest = max(len(t[0]) for t in samples.triples)
+        seq_len = next(b for b in self.buckets if b >= longest) if longest <= self.buckets[-1] \
+            else longest
+        size = int(self.config.train.mini_batch_size)
+        collected: list[dict[str, Any]] = []
+        for epoch in range(int(self.config.train.ppo_epochs)):
+            order = np.random.default_rng([self.seed, step, epoch, 0xB7]).permutation(n)
+            for start in range(0, n, size):
+                chosen = order[start:start + size]
+                batch = pack_sequences([samples.triples[i] for i in chosen],
+                                       samples.advantages[chosen], seq_len=seq_len,
+                                       batch_multiple=self.rows,
+                                       pad_id=self.tokenizer.pad_token_id)
+                self.state, metrics = self.update(self.state, put_batch(batch, self.mesh,
+                                                                        self.rules))
+                collected.append(metrics)
+        host = jax.device_get(collected)
+        out = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+        out["tokens"] = float(np.sum([m["tokens"] for m in host]))
+        args = self.schedule_args
+        schedule = make_schedule(args["lr"], schedule=args["schedule"],
+                                 warmup_steps=args["warmup_steps"],
+                                 total_steps=args["total_steps"])
+        out["lr"] = float(schedule(int(jax.device_get(self.state.step)) - 1))
+        out["optimizer_steps"] = float(len(host))
+        return out
+
+
+def _task_id(task: Any, group: int | None) -> str:
+    if isinstance(task, Mapping) and "id" in task:
+        return str(task["id"])
+    return f"task-{group}"
+
+
+def _step_metrics(run: _Run, trajectories: list[Trajectory], rewards: np.ndarray,
+                  samples: _Samples, update: Mapping[str, float]) -> dict[str, float]:
+    metrics = rollout_metrics(trajectories)
+    metrics["train/reward"] = float(np.mean(rewards)) if len(rewards) else 0.0
+    metrics.update(update_tags(update))
+    metrics["update/kept_samples"] = float(len(samples.triples))
+    for reason, count in sorted(samples.dropped.items()):
+        metrics[f"update/dropped/{reason}"] = float(count)
+    return metrics
+
+
+def _evaluate(run: _Run, step: int) -> dict[str, float]:
+    """Greedy episodes on the eval tasks (at most one step's worth), reward-free metrics."""
+    tasks = list(run.suite.eval_tasks)[: int(run.config.rollout.prompts_per_step)]
+    if not tasks:
+        return {}
+    start = time.perf_counter()
+    trajectories = run.episodes(tasks, 1, run.sampling(step, greedy=True))
+    stats = rollout_metrics(trajectories)
+    out = {f"eval/{k.removeprefix('train/')}": v for k, v in stats.items()
+           if k in ("train/accuracy", "train/cost_usd", "train/latency_s", "train/turns",
+                    "train/answered_rate")}
+    out["time/eval_s"] = time.perf_counter() - start
+    return out
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Run (or resume) the experiment `config` in `workdir`; a summary dict when it stops.
+
+    The summary holds the step reached, the step the run started from, whether it stopped
+    for a preemption signal, the last step's metrics, the latest checkpoint step and the wall
+    time; it is also written to `workdir/summary.json`. Setup problems raise `ConfigError`
+    naming the key before any step runs.
+    """
+    start_time = time.perf_counter()
+    workdir = Path(workdir).expanduser().absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    dump_config(config, workdir)
+    run = _Run(config, workdir)
+    total = int(config.train.steps)
+    every = int(config.train.checkpoint_every)
+    manager = CheckpointManager(workdir / "checkpoints", keep=int(config.train.keep_checkpoints))
+    writer = MetricsWriter(workdir / "tensorboard", enabled=bool(config.logging.tensorboard))
+    progress = ProgressLine(total)
+    history: list[dict[str, Any]] = []
+    data_state: dict[str, Any] | None = None
+    step = 0
+    preempted = False
+    checkpoint_step: int | None = None
+    try:
+        latest = manager.latest_step()
+        if latest is not None:
+            stored, data_state, extra = manager.restore(
+                latest, abstract_state=abstract_like(_to_checkpoint(run.state)))
+            run.state = _from_checkpoint(stored, run.state)
+            history = list(extra.get("history", []))
+            step = latest
+            progress = ProgressLine(total, start_step=step)
+            progress.write(f"resumed from step {step} in {workdir}")
+        else:
+            writer.text(0, "text/config", f"```json\n{config_to_json(config)}\n```")
+        run.sampler.update_params(run.state.params, version=step)
+        pipeline = task_pipeline(run.suite.tasks, seed=int(config.train.seed),
+                                 prompts_per_step=int(config.rollout.prompts_per_step),
+                                 state=data_state)
+        guard: Any = PreemptionGuard()
+        on_main = threading.current_thread() is threading.main_thread()
+        with guard if on_main else contextlib.nullcontext():
+            while step < total:
+                step_start = time.perf_counter()
+                tasks = next(pipeline)
+                trajectories = run.episodes(tasks, int(config.rollout.group_size),
+                                            run.sampling(step))
+                rollout_s = time.perf_counter() - step_start
+                rewards = _rewards(config, trajectories, run.suite.tool_names)
+                groups = np.asarray([t.group for t in trajectories], np.int32)
+                advantages = _advantages(config, rewards, groups)
+                samples = _training_samples(config, trajectories, rewards, advantages)
+                update_start = time.perf_counter()
+                update = run.learn(step, samples)
+                update_s = time.perf_counter() - update_start
+                step += 1
+                run.sampler.update_params(run.state.params, version=step)
+                metrics = _step_metrics(run, trajectories, rewards, samples, update)
+                metrics["time/rollout_s"] = rollout_s
+                metrics["time/update_s"] = update_s
+                if config.train.eval_every and step % int(config.train.eval_every) == 0:
+                    metrics.update(_evaluate(run, step))
+                metrics["time/step_s"] = time.perf_counter() - step_start
+                history.append({"step": step, **{k: _json_number(v)
+                                                 for k, v in metrics.items()}})
+                if step % max(1, int(config.logging.log_every)) == 0 or step == total:
+                    writer.scalars(step, metrics)
+                progress.update(step, metrics)
+                preempted = guard.should_stop
+                if (every and step % every == 0) or step == total or preempted:
+                    writer.flush()
+                    manager.save(step, _to_checkpoint(run.state), pipeline.get_state(),
+                                 {"history": history}, force=True)
+                if preempted:
+                    progress.write(f"stop requested ({guard.received}); saved step {step}")
+                    break
+        manager.wait_until_finished()
+        checkpoint_step = manager.latest_step()
+    finally:
+        progress.close()
+        writer.close()
+        manager.close()
+    summary = {
+        "workdir": str(workdir),
+        "step": step,
+        "total_steps": total,
+        "preempted": preempted,
+        "checkpoint_step": checkpoint_step,
+        "final_metrics": history[-1] if history else {},
+        "wall_s": time.perf_counter() - start_time,
+    }
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def run_from_cli(config_path: str, workdir: str, overrides: Sequence[str]) -> int:
+    """`orchestra train`: load, check, train; exit status 2 with the message for bad input."""
+    from orchestra_jax.data.pipeline import PipelineError
+    from orchestra_jax.train.checkpoint import CheckpointError
+    from orchestra_jax.train.config import load_config
+
+    try:
+        config = load_config(config_path, overrides)
+        summary = train(config, workdir)
+    except (ConfigError, CheckpointError, PipelineError) as err:
+        print(f"orchestra train: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: summary[k] for k in ("step", "total_steps", "preempted",
+                                              "checkpoint_step", "wall_s")}))
+    return 0
+
+
+__all__ = ["TIMING_TAGS", "run_from_cli", "train"]
