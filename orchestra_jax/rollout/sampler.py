@@ -239,6 +239,22 @@ def _generate_program(graphdef: nnx.GraphDef, shape: _Shape, cache_shardings: An
     return run
 
 
+@jax.jit
+def _derive_row_keys(base_key_data, seeded_b, seed_lo_b, seed_hi_b, counter_b):
+    """A seeded row's key is key(seed) (its bits above 32 folded in, so large seeds stay
+    distinct); an unseeded row's is the sampler's stream key folded with a request counter."""
+    base = jax.random.wrap_key_data(base_key_data)
+
+    def one(seeded, lo, hi, counter):
+        from_seed = jax.random.key_data(jax.random.key(lo))
+        from_seed = jnp.where(hi > 0, jax.random.key_data(
+            jax.random.fold_in(jax.random.wrap_key_data(from_seed), hi)), from_seed)
+        from_stream = jax.random.key_data(jax.random.fold_in(base, counter))
+        return jnp.where(seeded, from_seed, from_stream)
+
+    return jax.vmap(one)(seeded_b, seed_lo_b, seed_hi_b, counter_b)
+
+
 def _request_params(params: SamplingParams | Sequence[SamplingParams], n: int):
     if isinstance(params, SamplingParams):
         return [params] * n
@@ -373,13 +389,16 @@ class Sampler:
             chunk=b.prefill_chunk,
         )
 
-    def _row_key(self, params: SamplingParams) -> jax.Array:
-        if params.seed is not None:
-            # jax keys hold 32 bits of seed: fold the high bits in so large seeds stay distinct.
-            key = jax.random.key(params.seed & 0xFFFFFFFF)
-            return jax.random.fold_in(key, params.seed >> 32) if params.seed >> 32 else key
-        self._requests_seen += 1
-        return jax.random.fold_in(self._base_key, self._requests_seen)
+    def _row_keys(self, rows: list[SamplingParams]) -> np.ndarray:
+        """Key data of every row, derived in one jitted call (not one tiny op per row)."""
+        seeded = np.array([p.seed is not None for p in rows])
+        seeds = np.array([p.seed or 0 for p in rows], np.uint64)
+        counters = np.zeros(len(rows), np.uint32)
+        counters[~seeded] = self._requests_seen + 1 + np.arange(int((~seeded).sum()))
+        self._requests_seen += int((~seeded).sum())
+        return np.asarray(_derive_row_keys(
+            jax.random.key_data(self._base_key), seeded,
+            (seeds & 0xFFFFFFFF).astype(np.uint32), (seeds >> 32).astype(np.uint32), counters))
 
     def _host_inputs(self, prompts, row_params: list[SamplingParams], shape: _Shape):
         b, t = shape.batch, shape.prompt_len
@@ -402,7 +421,6 @@ class Sampler:
             stop_ids[i, : len(ids_i)] = ids_i
             for s, seq in enumerate(p.stop_sequences):
                 stop_seqs[i, s, shape.stop_len - len(seq):] = seq
-        keys = jax.random.key_data(jnp.stack([self._row_key(p) for p in rows]))
         row = {
             "temperature": np.array([p.temperature for p in rows], np.float32),
             "top_k": np.array([p.top_k for p in rows], np.int32),
@@ -410,7 +428,7 @@ class Sampler:
             "max_new": np.array([p.max_new_tokens for p in row_params] + [0] * (b - n), np.int32),
             "stop_ids": stop_ids,
             "stop_seqs": stop_seqs,
-            "key": np.asarray(keys),
+            "key": self._row_keys(rows),
         }
         return ids, mask, first_slot, row
 
