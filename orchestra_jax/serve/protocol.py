@@ -144,23 +144,30 @@ def _content_text(content: Any, param: str) -> str:
     raise _wrong_type(param, "a string or a list of text parts", content)
 
 
+def _function_entry(entry: Any, where: str) -> dict[str, Any]:
+    """The `function` object of a `{"type": "function", "function": {"name": ...}}` entry (a
+    tool definition or an assistant's tool call), checked; errors name `where`."""
+    if not isinstance(entry, dict):
+        raise _wrong_type(where, "an object", entry)
+    if entry.get("type", "function") != "function":
+        raise RequestError(f"'{where}.type' must be 'function', got {entry.get('type')!r}",
+                           param=f"{where}.type")
+    fn = entry.get("function")
+    if not isinstance(fn, dict):
+        raise _wrong_type(f"{where}.function", "an object", fn)
+    if not isinstance(fn.get("name"), str) or not fn["name"]:
+        raise _wrong_type(f"{where}.function.name", "a non-empty string", fn.get("name"))
+    return fn
+
+
 def _tool_calls(calls: Any, param: str) -> list[dict[str, Any]]:
     if not isinstance(calls, list):
         raise _wrong_type(param, "an array", calls)
     out = []
     for i, call in enumerate(calls):
         where = f"{param}[{i}]"
-        if not isinstance(call, dict):
-            raise _wrong_type(where, "an object", call)
-        if call.get("type", "function") != "function":
-            raise RequestError(f"'{where}.type' must be 'function', got {call.get('type')!r}",
-                               param=f"{where}.type")
-        fn = call.get("function")
-        if not isinstance(fn, dict):
-            raise _wrong_type(f"{where}.function", "an object", fn)
-        name = fn.get("name")
-        if not isinstance(name, str) or not name:
-            raise _wrong_type(f"{where}.function.name", "a non-empty string", name)
+        fn = _function_entry(call, where)
+        name = fn["name"]
         arguments = fn.get("arguments", "{}")
         if isinstance(arguments, dict):
             arguments = json.dumps(arguments, ensure_ascii=False)
@@ -221,16 +228,7 @@ def _tools(value: Any) -> list[dict[str, Any]] | None:
     tools = []
     for i, tool in enumerate(value):
         where = f"tools[{i}]"
-        if not isinstance(tool, dict):
-            raise _wrong_type(where, "an object", tool)
-        if tool.get("type", "function") != "function":
-            raise RequestError(f"'{where}.type' must be 'function', got {tool.get('type')!r}",
-                               param=f"{where}.type")
-        fn = tool.get("function")
-        if not isinstance(fn, dict):
-            raise _wrong_type(f"{where}.function", "an object", fn)
-        if not isinstance(fn.get("name"), str) or not fn["name"]:
-            raise _wrong_type(f"{where}.function.name", "a non-empty string", fn.get("name"))
+        fn = _function_entry(tool, where)
         parameters = fn.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):
             raise _wrong_type(f"{where}.function.parameters", "a JSON-schema object",
