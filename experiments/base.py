@@ -14,8 +14,10 @@ Sections and fields
 -------------------
 model       preset: a name from `orchestra_jax.models.PRESETS` (architecture; random init when
             no path). path: a Hugging Face checkpoint directory (config.json, safetensors,
-            tokenizer) whose weights initialise the policy and the frozen KL reference; when
-            set, its config.json must match the preset. dtype: activation/compute dtype.
+            tokenizer), a .gguf file or a packaged model name ("smollm2-135m-instruct") whose
+            weights initialise the policy and the frozen KL reference; when set, the
+            architecture and the tokenizer come from it and `preset` is not used.
+            dtype: activation/compute dtype.
             param_dtype: master weights (keep float32 with small learning rates, since a
             bfloat16 weight cannot absorb a 1e-6 relative update). remat: recompute
             activations in the backward pass. scan_layers: one scanned layer (fast compiles).
@@ -37,13 +39,16 @@ filter      min_group_std: drop groups whose reward std is at or below it (None:
 advantage   estimator: a name in the advantage registry (grpo, drgrpo, rloo, gae). std:
             "sample" (n-1) or "population". eps added to the std. clip (None: off; the
             release uses 3.0), boost (None: off; the release adds 0.1) to advantages at or
-            above boost_threshold.
+            above boost_threshold. gamma, lam, whiten: GAE's discount, trace decay and
+            whitening over the batch's sampled tokens (gae only; each training sequence ends
+            with its episode's reward on its last sampled token).
 loss        policy_loss: a name in the loss registry (ppo_clip, gspo, reinforce). clip_low,
             clip_high (None: symmetric), dual_clip (None: off). agg_mode: token-mean,
             seq-mean-token-sum, seq-mean-token-mean, seq-mean-token-sum-norm. kl_coef,
             kl_estimator (k1, k2, k3, abs, ...), kl_in: "loss" (a loss term) or "reward" (a
-            per-token reward penalty). entropy_coef. value_coef, value_clip: only for
-            estimators with a value head (gae).
+            per-token penalty kl_coef * KL(sampling || reference) on the sampled tokens,
+            summed into the episode's reward before the advantages; per token for gae).
+            entropy_coef. value_coef, value_clip: only for estimators with a value head (gae).
 optimizer   name (adamw), lr, schedule ("constant" or "cosine"), warmup_steps, b1, b2, eps,
             weight_decay, grad_clip (global norm; None: off).
 train       steps (RL steps), mini_batch_size (turn-samples per optimizer step), ppo_epochs
@@ -117,6 +122,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.advantage.clip = placeholder(float)
     config.advantage.boost = placeholder(float)
     config.advantage.boost_threshold = 1.0
+    config.advantage.gamma = 1.0
+    config.advantage.lam = 1.0
+    config.advantage.whiten = True
 
     config.loss = ml_collections.ConfigDict()
     config.loss.policy_loss = "ppo_clip"

@@ -70,7 +70,7 @@ def _bucket(length: int, buckets: Sequence[int], index: int) -> int:
 
 def pack_sequences(
     samples: Sequence[tuple[Sequence[int], Sequence[float], Sequence[float]]],
-    advantages: Sequence[float],
+    advantages: Sequence[float] | Sequence[Sequence[float]],
     *,
     buckets: Sequence[int] = DEFAULT_BUCKETS,
     seq_len: int | None = None,
@@ -79,8 +79,9 @@ def pack_sequences(
     returns: Sequence[Sequence[float]] | None = None,
     old_values: Sequence[Sequence[float]] | None = None,
 ) -> TrainBatch:
-    """Pack ``(token_ids, loss_mask, logprobs)`` triples and one advantage per sample into a
-    right-padded ``TrainBatch``.
+    """Pack ``(token_ids, loss_mask, logprobs)`` triples and their advantages into a
+    right-padded ``TrainBatch``: one advantage per sample (GRPO), or one array per sample of
+    its length (per-token estimators such as GAE; zeroed outside the loss mask).
 
     The length is ``seq_len`` when given, else the smallest bucket holding the longest sample;
     rows are padded with empty samples up to a multiple of ``batch_multiple`` (the number of
@@ -131,10 +132,22 @@ def pack_sequences(
     attention = np.zeros((b, length), np.int32)
     loss_mask = np.zeros((b, length), np.float32)
     old_logprobs = np.zeros((b, length), np.float32)
-    adv = np.zeros((b,), np.float32)
-    adv[:n] = np.asarray(advantages, np.float32)
-    if not np.all(np.isfinite(adv)):
-        raise ValueError(f"non-finite advantage at sample {int(np.argmin(np.isfinite(adv)))}")
+    per_token_adv = any(np.ndim(a) == 1 for a in advantages)
+    if per_token_adv:
+        adv = np.zeros((b, length), np.float32)
+        for i, a in enumerate(advantages):
+            a = np.asarray(a, np.float32)
+            if a.shape != (len(rows[i][0]),):
+                raise ValueError(f"advantages of sample {i} have shape {a.shape}, expected "
+                                 f"({len(rows[i][0])},) or a scalar for every sample")
+            adv[i, : len(a)] = np.where(rows[i][1] != 0, a, 0.0)
+        bad = ~np.isfinite(adv).all(axis=1)
+    else:
+        adv = np.zeros((b,), np.float32)
+        adv[:n] = np.asarray(advantages, np.float32)
+        bad = ~np.isfinite(adv)
+    if bad.any():
+        raise ValueError(f"non-finite advantage at sample {int(np.argmax(bad))}")
     for i, (ids, mask, logp) in enumerate(rows):
         k = len(ids)
         input_ids[i, :k] = ids

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,11 @@ class EnvSuite:
     """Everything the loop needs from an environment family.
 
     `tool_names` fixes the order of the tool-count features of the reward (one column per
-    tool); `tokenizer` is None when the model's checkpoint must provide it.
+    name); `count_calls(trajectory)` counts a trajectory's calls under those names (None: per
+    tool name; a world of expert aliases counts per alias, the paper's features);
+    `preference_of(task)` is the task's own preference vector over `[*tool_names, outcome,
+    cost, latency]` (None, or a None result: the config's `reward.preference`); `tokenizer` is
+    None when the model's checkpoint must provide it.
     """
 
     tasks: Sequence[Any]
@@ -40,6 +44,8 @@ class EnvSuite:
     tool_names: tuple[str, ...]
     tokenizer: Tokenizer | None
     make_executor: Callable[[], Any]
+    count_calls: Callable[[Any], Mapping[str, int]] | None = None
+    preference_of: Callable[[Any], Sequence[float] | None] | None = None
 
 
 EnvBuilder = Callable[[ml_collections.ConfigDict, Path], EnvSuite]

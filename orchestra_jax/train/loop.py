@@ -49,8 +49,9 @@ from orchestra_jax.rewards import toolorchestra_reward
 from orchestra_jax.rl.advantages import ADVANTAGES, compute_advantages
 from orchestra_jax.rl.batch import DEFAULT_BUCKETS, batch_shards, pack_sequences, put_batch
 from orchestra_jax.rl.filters import filter_samples
-from orchestra_jax.rl.losses import POLICY_LOSSES
+from orchestra_jax.rl.losses import POLICY_LOSSES, kl_divergence
 from orchestra_jax.rl.optimizer import make_optimizer, make_schedule
+from orchestra_jax.rl.scoring import make_scorer
 from orchestra_jax.rl.train_state import TrainState, init_train_state, train_state_shardings
 from orchestra_jax.rl.update_step import UpdateConfig, make_update_step
 from orchestra_jax.rollout.batcher import Batcher
@@ -93,13 +94,15 @@ def _mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
         raise ConfigError(f"config key 'mesh.shape': {exc}") from exc
 
 
+def _uses_critic(config: ml_collections.ConfigDict) -> bool:
+    return config.advantage.estimator == "gae"
+
+
 def _model_config(config: ml_collections.ConfigDict, vocab_size: int) -> Any:
     """The preset with dtypes, layer options and the recipe's `model.overrides` applied."""
-    if config.model.path is not None:
-        raise ConfigError("config key 'model.path': loading a checkpoint into the training "
-                          "loop is not wired yet; leave it None to train from the preset")
     overrides = dict(config.model.get("overrides", None) or {})
     overrides.setdefault("vocab_size", vocab_size)
+    overrides.setdefault("value_head", _uses_critic(config))
     try:
         return get_preset(config.model.preset, dtype=config.model.dtype,
                           param_dtype=config.model.param_dtype, remat=config.model.remat,
@@ -108,14 +111,33 @@ def _model_config(config: ml_collections.ConfigDict, vocab_size: int) -> Any:
         raise ConfigError(f"config key 'model': {exc}") from exc
 
 
+def _load_model(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                rules: Any, seed: int) -> tuple[Any, Any]:
+    """`model.path` loaded onto the mesh (HF directory, .gguf or a packaged model name):
+    the model and the tokenizer it ships with (None when it has none)."""
+    from orchestra_jax.models.pretrained import load_pretrained
+
+    path = str(config.model.path)
+    try:
+        loaded = load_pretrained(path, dtype=config.model.dtype,
+                                 param_dtype=config.model.param_dtype, mesh=mesh, rules=rules,
+                                 value_head=_uses_critic(config),
+                                 scan_layers=config.model.scan_layers,
+                                 remat=config.model.remat, seed=seed)
+    except (FileNotFoundError, ValueError, KeyError, OSError) as exc:
+        raise ConfigError(f"config key 'model.path' ({path!r}): {exc}") from exc
+    return loaded.model, loaded.tokenizer
+
+
+def _kl_in_reward(config: ml_collections.ConfigDict) -> bool:
+    return config.loss.kl_coef > 0 and config.loss.kl_in == "reward"
+
+
 def _update_config(config: ml_collections.ConfigDict) -> UpdateConfig:
     loss = config.loss
-    if loss.kl_coef > 0 and loss.kl_in != "loss":
-        raise ConfigError("config key 'loss.kl_in' is 'reward': the per-token KL reward "
-                          "penalty is not wired into the loop yet; use 'loss'")
-    if config.advantage.estimator == "gae":
-        raise ConfigError("config key 'advantage.estimator' is 'gae': the critic is not "
-                          "wired into the loop yet; use grpo, drgrpo or rloo")
+    if loss.kl_in not in ("loss", "reward"):
+        raise ConfigError(f"config key 'loss.kl_in' is {loss.kl_in!r}; known: "
+                          "['loss', 'reward']")
     try:
         fn = POLICY_LOSSES.get(loss.policy_loss)
     except ValueError as exc:
@@ -124,9 +146,15 @@ def _update_config(config: ml_collections.ConfigDict) -> UpdateConfig:
     options = {k: v for k, v in (("clip_low", loss.clip_low), ("clip_high", loss.clip_high),
                                  ("dual_clip", loss.dual_clip)) if k in accepted}
     update = UpdateConfig(policy_loss=loss.policy_loss, policy_options=options,
-                          agg_mode=loss.agg_mode, kl_coef=float(loss.kl_coef),
+                          agg_mode=loss.agg_mode,
+                          kl_coef=0.0 if _kl_in_reward(config) else float(loss.kl_coef),
                           kl_estimator=loss.kl_estimator, entropy_coef=float(loss.entropy_coef),
-                          value_coef=0.0, micro_batches=int(config.train.micro_batches))
+                          value_coef=float(loss.value_coef) if _uses_critic(config) else 0.0,
+                          value_clip=loss.value_clip,
+                          micro_batches=int(config.train.micro_batches))
+    if _uses_critic(config) and update.value_coef <= 0:
+        raise ConfigError("config key 'loss.value_coef' must be > 0 with advantage.estimator "
+                          "'gae' (the critic must learn)")
     try:
         update.validate()
     except ValueError as exc:
@@ -191,17 +219,39 @@ def _seed(*parts: int) -> int:
 # One step's host maths
 
 
-def _rewards(config: ml_collections.ConfigDict, trajectories: Sequence[Trajectory],
-             tool_names: Sequence[str]) -> np.ndarray:
-    """The ToolOrchestra reward of each trajectory, normalised within its group."""
-    n = len(trajectories)
-    counts = np.zeros((n, max(1, len(tool_names))), np.float32)
-    for i, t in enumerate(trajectories):
-        for j, name in enumerate(tool_names):
-            counts[i, j] = t.tool_counts().get(name, 0)
+def _preference(config: ml_collections.ConfigDict, suite: EnvSuite, task: Any,
+                width: int) -> np.ndarray:
+    """The task's own preference vector when its suite gives one, else the config's."""
+    own = suite.preference_of(task) if suite.preference_of is not None else None
+    if own is not None:
+        vector = np.asarray(own, np.float32)
+        if vector.shape != (width + 3,):
+            raise ValueError(f"task {_task_id(task, None)!r}: preference has shape "
+                             f"{vector.shape}, expected ({width + 3},) "
+                             f"(one per reward feature {list(suite.tool_names)} + 3)")
+        return vector
     pref = config.reward.preference
-    preference = np.asarray([pref.tools] * counts.shape[1]
-                            + [pref.outcome, pref.cost, pref.latency], np.float32)
+    return np.asarray([pref.tools] * width + [pref.outcome, pref.cost, pref.latency],
+                      np.float32)
+
+
+def _rewards(config: ml_collections.ConfigDict, trajectories: Sequence[Trajectory],
+             suite: EnvSuite, tasks: Sequence[Any]) -> np.ndarray:
+    """The ToolOrchestra reward of each trajectory, normalised within its group.
+
+    The tool-count features are `suite.tool_names` (per-alias counts where the suite counts
+    aliases); the preference vector is the task's own when the suite gives one."""
+    n = len(trajectories)
+    names = list(suite.tool_names)
+    width = max(1, len(names))
+    counts = np.zeros((n, width), np.float32)
+    preference = np.zeros((n, width + 3), np.float32)
+    for i, t in enumerate(trajectories):
+        used = suite.count_calls(t) if suite.count_calls is not None else t.tool_counts()
+        for j, name in enumerate(names):
+            counts[i, j] = used.get(name, 0)
+        task = tasks[t.group] if t.group is not None and t.group < len(tasks) else None
+        preference[i] = _preference(config, suite, task, width)
     reward = toolorchestra_reward(
         counts, np.asarray([t.outcome for t in trajectories], np.float32),
         np.asarray([t.cost_usd for t in trajectories], np.float32),
@@ -213,6 +263,7 @@ def _rewards(config: ml_collections.ConfigDict, trajectories: Sequence[Trajector
 
 def _advantages(config: ml_collections.ConfigDict, rewards: np.ndarray,
                 groups: np.ndarray) -> np.ndarray:
+    """Outcome-level estimators (grpo, drgrpo, rloo): one advantage per trajectory."""
     adv = config.advantage
     fn = ADVANTAGES.get(adv.estimator)
     accepted = inspect.signature(fn).parameters
@@ -224,26 +275,26 @@ def _advantages(config: ml_collections.ConfigDict, rewards: np.ndarray,
 
 
 @dataclasses.dataclass
-class _Samples:
-    """The turn-samples that enter the loss: (ids, mask, logprobs) triples and advantages."""
+class _Sequences:
+    """Every training sequence of a step (a turn in qa mode, the dialogue otherwise), with
+    the trajectory it came from and whether the filters keep it."""
 
     triples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
-    advantages: np.ndarray
+    trajectory: np.ndarray  # int, per sequence
+    keep: np.ndarray  # bool, per sequence
     dropped: dict[str, int]
 
 
-def _training_samples(config: ml_collections.ConfigDict, trajectories: Sequence[Trajectory],
-                      rewards: np.ndarray, advantages: np.ndarray) -> _Samples:
-    """One entry per training sequence (a turn in qa mode, the dialogue otherwise), filtered."""
+def _sequences(config: ml_collections.ConfigDict, trajectories: Sequence[Trajectory],
+               rewards: np.ndarray) -> _Sequences:
     flt = config.filter
-    triples, seq_adv, groups, seq_rewards, traj_ids = [], [], [], [], []
+    triples, groups, seq_rewards, traj_ids = [], [], [], []
     valid, well_formed, truncated = [], [], []
     for i, t in enumerate(trajectories):
         sequences = t.sequences(mask_malformed=bool(flt.drop_malformed_turns))
         per_turn = len(sequences) == len(t.samples)
         for k, seq in enumerate(sequences):
             triples.append((seq.token_ids, seq.loss_mask, seq.logprobs))
-            seq_adv.append(advantages[i])
             groups.append(t.group)
             seq_rewards.append(rewards[i])
             traj_ids.append(i)
@@ -252,19 +303,113 @@ def _training_samples(config: ml_collections.ConfigDict, trajectories: Sequence[
             well_formed.append(not last.malformed if per_turn else True)
             truncated.append(last.finish_reason == "length")
     if not triples:
-        return _Samples([], np.zeros(0, np.float32), {})
+        return _Sequences([], np.zeros(0, np.int64), np.zeros(0, bool), {})
     result = filter_samples(
         np.asarray(groups), np.asarray(seq_rewards), min_group_std=flt.min_group_std,
         valid_final_output=np.asarray(valid) if flt.drop_invalid_final_output else None,
         well_formed=np.asarray(well_formed) if flt.drop_malformed_turns else None,
         truncated=np.asarray(truncated) if flt.drop_truncated else None,
         trajectory_ids=np.asarray(traj_ids))
-    keep = [i for i in range(len(triples))
-            if result.keep[i] and np.any(triples[i][1][1:] != 0)]
+    has_loss = np.asarray([bool(np.any(t[1][1:] != 0)) for t in triples])
+    keep = np.asarray(result.keep, bool) & has_loss
     dropped = dict(result.dropped)
-    dropped["no_loss_tokens"] = int(result.n_kept - len(keep))
-    return _Samples([triples[i] for i in keep], np.asarray([seq_adv[i] for i in keep],
-                                                           np.float32), dropped)
+    dropped["no_loss_tokens"] = int(result.n_kept - int(keep.sum()))
+    return _Sequences(triples, np.asarray(traj_ids), keep, dropped)
+
+
+@dataclasses.dataclass
+class _Samples:
+    """The turn-samples that enter the loss: (ids, mask, logprobs) triples, their advantages
+    (a float each, or a per-token array for GAE) and, for the critic, returns and old values."""
+
+    triples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    advantages: list[Any]
+    dropped: dict[str, int]
+    returns: list[np.ndarray] | None = None
+    old_values: list[np.ndarray] | None = None
+    extra_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def _token_rewards(mask: np.ndarray, reward: float, kl_penalty: np.ndarray | None) -> np.ndarray:
+    """The reward on a sequence's last sampled token, minus the per-token KL penalty."""
+    out = np.zeros(len(mask), np.float32) if kl_penalty is None else -kl_penalty.copy()
+    sampled = np.flatnonzero(mask)
+    if len(sampled):
+        out[sampled[-1]] += reward
+    return np.where(mask != 0, out, 0.0).astype(np.float32)
+
+
+def _gae(config: ml_collections.ConfigDict, token_rewards: list[np.ndarray],
+         values: list[np.ndarray], masks: list[np.ndarray]) -> tuple[list, list]:
+    """GAE per sequence (gamma, lambda from the config), whitened over all sampled tokens."""
+    from orchestra_jax.rl.advantages import gae_advantages_and_returns
+
+    length = max(len(m) for m in masks)
+
+    def pad(rows: list[np.ndarray]) -> np.ndarray:
+        out = np.zeros((len(rows), length), np.float32)
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = r
+        return out
+
+    adv, ret = gae_advantages_and_returns(
+        pad(token_rewards), pad(values), pad([m.astype(np.float32) for m in masks]),
+        gamma=float(config.advantage.gamma), lam=float(config.advantage.lam),
+        whiten=bool(config.advantage.whiten))
+    adv, ret = np.asarray(adv), np.asarray(ret)
+    return ([adv[i, : len(m)] for i, m in enumerate(masks)],
+            [ret[i, : len(m)] for i, m in enumerate(masks)])
+
+
+def _training_samples(run: _Run, trajectories: Sequence[Trajectory],
+                      rewards: np.ndarray) -> _Samples:
+    """Filter, score (reference log-probs / values, when the recipe needs them) and attach
+    advantages: one per trajectory for the outcome estimators, per token for GAE."""
+    config = run.config
+    seqs = _sequences(config, trajectories, rewards)
+    groups = np.asarray([t.group for t in trajectories], np.int32)
+    extra: dict[str, float] = {}
+    if not seqs.triples:
+        return _Samples([], [], seqs.dropped)
+    kl_reward, critic = _kl_in_reward(config), _uses_critic(config)
+    kl_penalty: list[np.ndarray | None] = [None] * len(seqs.triples)
+    values: list[np.ndarray] = []
+    if kl_reward or critic:
+        scores = run.score([t for t in seqs.triples])
+        if kl_reward:
+            coef = float(config.loss.kl_coef)
+            totals = np.zeros(len(trajectories), np.float64)
+            token_kl, tokens = 0.0, 0
+            for i, ((_, mask, logp), ref) in enumerate(zip(seqs.triples,
+                                                           scores["ref_logprobs"],
+                                                           strict=True)):
+                kl = np.asarray(kl_divergence(config.loss.kl_estimator, logp[None], ref[None])
+                                )[0]
+                kl = np.where(mask != 0, kl, 0.0).astype(np.float32)
+                kl_penalty[i] = coef * kl
+                totals[seqs.trajectory[i]] += coef * float(kl.sum())
+                token_kl += float(kl.sum())
+                tokens += int((mask != 0).sum())
+            rewards = (rewards - totals).astype(np.float32)
+            extra["train/ref_kl"] = token_kl / max(tokens, 1)
+            extra["train/reward_kl_penalty"] = float(totals.mean())
+        if critic:
+            values = scores["values"]
+    kept = np.flatnonzero(seqs.keep)
+    triples = [seqs.triples[i] for i in kept]
+    if not triples:
+        return _Samples([], [], seqs.dropped, extra_metrics=extra)
+    if critic:
+        masks = [seqs.triples[i][1] for i in kept]
+        token_rewards = [_token_rewards(seqs.triples[i][1],
+                                        float(rewards[seqs.trajectory[i]]), kl_penalty[i])
+                         for i in kept]
+        adv, ret = _gae(config, token_rewards, [values[i] for i in kept], masks)
+        return _Samples(triples, adv, seqs.dropped, returns=ret,
+                        old_values=[values[i] for i in kept], extra_metrics=extra)
+    per_trajectory = _advantages(config, rewards, groups)
+    return _Samples(triples, [float(per_trajectory[seqs.trajectory[i]]) for i in kept],
+                    seqs.dropped, extra_metrics=extra)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,12 +444,20 @@ class _Run:
         self.config = config
         self.workdir = workdir
         self.suite: EnvSuite = build_env_suite(config, workdir)
-        if self.suite.tokenizer is None:
-            raise ConfigError(f"config key 'data.source' ({config.data.source!r}) brings no "
-                              "tokenizer and model.path is not wired yet")
-        self.tokenizer = self.suite.tokenizer
         self.mesh = _mesh(config)
         self.rules = dict(config.mesh.rules.to_dict()) if len(config.mesh.rules) else None
+        seed = int(config.train.seed)
+        loaded_model = None
+        if config.model.path is not None:
+            # A checkpoint brings its vocabulary: its tokenizer wins over the suite's.
+            loaded_model, loaded_tokenizer = _load_model(config, self.mesh, self.rules, seed)
+            self.tokenizer = loaded_tokenizer or self.suite.tokenizer
+        else:
+            self.tokenizer = self.suite.tokenizer
+        if self.tokenizer is None:
+            raise ConfigError(f"config key 'model.path' ({config.model.path!r}) brings no "
+                              f"tokenizer and 'data.source' ({config.data.source!r}) none "
+                              "either")
         shards = batch_shards(self.mesh, self.rules)
         self.rows = _check_train(config, shards)
         self.buckets = _buckets(config)
@@ -314,14 +467,22 @@ class _Run:
         self.update_config = _update_config(config)
         self.optimizer = _make_optimizer(config, self.updates_per_step)
         self.schedule_args = _optimizer_args(config, self.updates_per_step)
-        seed = int(config.train.seed)
-        model_config = _model_config(config, self.tokenizer.vocab_size)
-        model = sharded_init(model_config, self.mesh, seed=seed, rules=self.rules)
+        if loaded_model is not None:
+            model = loaded_model
+        else:
+            model_config = _model_config(config, self.tokenizer.vocab_size)
+            model = sharded_init(model_config, self.mesh, seed=seed, rules=self.rules)
         graphdef, self.state = init_train_state(model, self.optimizer, self.mesh, self.rules,
                                                 reference=config.loss.kl_coef > 0, seed=seed)
+        shardings = train_state_shardings(self.state)
         self.update = make_update_step(graphdef, self.update_config, self.mesh, self.rules,
-                                       train_state_shardings(self.state),
-                                       optimizer=self.optimizer)
+                                       shardings, optimizer=self.optimizer)
+        self.scorer = None
+        if _kl_in_reward(config) or _uses_critic(config):
+            self.scorer = make_scorer(graphdef, self.mesh, self.rules, shardings,
+                                      reference=_kl_in_reward(config),
+                                      values=_uses_critic(config),
+                                      logits_chunk=self.update_config.logits_chunk)
         # One batch shape for every generation: how the batcher happens to split a step's
         # requests (timing, machine load) then cannot change a single bit of what is sampled,
         # which exact resume needs; filler rows cost only their matmul rows.
@@ -355,24 +516,49 @@ class _Run:
 
     # ---- updates --------------------------------------------------------------------------
 
+    def _seq_len(self, triples: Sequence[tuple[np.ndarray, ...]]) -> int:
+        longest = max(len(t[0]) for t in triples)
+        return next((b for b in self.buckets if b >= longest), longest)
+
+    def score(self, triples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+              ) -> dict[str, list[np.ndarray]]:
+        """Reference log-probs and/or values of every sequence under the current (sampling)
+        parameters, each trimmed to its sequence's length."""
+        assert self.scorer is not None
+        seq_len = self._seq_len(triples)
+        size = int(self.config.train.mini_batch_size)
+        out: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(triples), size):
+            chunk = list(triples[start:start + size])
+            batch = pack_sequences(chunk, [0.0] * len(chunk), seq_len=seq_len,
+                                   batch_multiple=self.rows,
+                                   pad_id=self.tokenizer.pad_token_id)
+            scored = jax.device_get(self.scorer(self.state, put_batch(batch, self.mesh,
+                                                                      self.rules)))
+            for name, array in scored.items():
+                out.setdefault(name, []).extend(
+                    np.asarray(array[i, : len(t[0])], np.float32) for i, t in enumerate(chunk))
+        return out
+
     def learn(self, step: int, samples: _Samples) -> dict[str, float]:
         """`ppo_epochs` passes over mini-batches of the kept samples; mean update metrics."""
         n = len(samples.triples)
         if n == 0:
             return {}
-        longest = max(len(t[0]) for t in samples.triples)
-        seq_len = next(b for b in self.buckets if b >= longest) if longest <= self.buckets[-1] \
-            else longest
+        seq_len = self._seq_len(samples.triples)
         size = int(self.config.train.mini_batch_size)
         collected: list[dict[str, Any]] = []
         for epoch in range(int(self.config.train.ppo_epochs)):
             order = np.random.default_rng([self.seed, step, epoch, 0xB7]).permutation(n)
             for start in range(0, n, size):
                 chosen = order[start:start + size]
-                batch = pack_sequences([samples.triples[i] for i in chosen],
-                                       samples.advantages[chosen], seq_len=seq_len,
-                                       batch_multiple=self.rows,
-                                       pad_id=self.tokenizer.pad_token_id)
+                critic = samples.returns is not None
+                batch = pack_sequences(
+                    [samples.triples[i] for i in chosen],
+                    [samples.advantages[i] for i in chosen], seq_len=seq_len,
+                    batch_multiple=self.rows, pad_id=self.tokenizer.pad_token_id,
+                    returns=[samples.returns[i] for i in chosen] if critic else None,
+                    old_values=[samples.old_values[i] for i in chosen] if critic else None)
                 self.state, metrics = self.update(self.state, put_batch(batch, self.mesh,
                                                                         self.rules))
                 collected.append(metrics)
@@ -399,6 +585,7 @@ def _step_metrics(run: _Run, trajectories: list[Trajectory], rewards: np.ndarray
     metrics = rollout_metrics(trajectories)
     metrics["train/reward"] = float(np.mean(rewards)) if len(rewards) else 0.0
     metrics.update(update_tags(update))
+    metrics.update(samples.extra_metrics)
     metrics["update/kept_samples"] = float(len(samples.triples))
     for reason, count in sorted(samples.dropped.items()):
         metrics[f"update/dropped/{reason}"] = float(count)
@@ -468,10 +655,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
                 trajectories = run.episodes(tasks, int(config.rollout.group_size),
                                             run.sampling(step))
                 rollout_s = time.perf_counter() - step_start
-                rewards = _rewards(config, trajectories, run.suite.tool_names)
-                groups = np.asarray([t.group for t in trajectories], np.int32)
-                advantages = _advantages(config, rewards, groups)
-                samples = _training_samples(config, trajectories, rewards, advantages)
+                rewards = _rewards(config, trajectories, run.suite, tasks)
+                samples = _training_samples(run, trajectories, rewards)
                 update_start = time.perf_counter()
                 update = run.learn(step, samples)
                 update_s = time.perf_counter() - update_start

@@ -79,6 +79,11 @@ TAGS: dict[str, str] = {
     "train/tool_tokens": "Mean expert tokens (in + out) per episode.",
     # --- the update step
     "train/kl": "KL between the sampling and the updated policy (update step's approx_kl).",
+    "train/ref_kl": "Mean per-token KL estimate (loss.kl_estimator) between the sampling and "
+    "the frozen reference policy, on sampled tokens; with loss.kl_in='reward' it is what the "
+    "reward is penalised by (times loss.kl_coef).",
+    "train/reward_kl_penalty": "Mean over episodes of kl_coef times the summed token KL to the "
+    "reference that was subtracted from the reward (loss.kl_in='reward').",
     "train/entropy": "Mean per-token entropy of the policy on the trained tokens.",
     "train/loss": "Total loss of the update step.",
     "train/policy_loss": "Policy-gradient part of the loss.",

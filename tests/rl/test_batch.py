@@ -70,3 +70,17 @@ def test_put_batch_refuses_rows_that_do_not_split_over_the_shards():
     host = pack_sequences([_sample(6, 2)] * 3, [1.0, 0.0, -1.0], buckets=(8,))
     with pytest.raises(ValueError, match="batch_multiple=4"):
         put_batch(host, mesh)
+
+
+def test_per_token_advantages_are_packed_and_zeroed_off_the_loss_mask():
+    ids, mask, logp = [5, 6, 7, 8], [0, 1, 1, 0], [0.0, -1.0, -2.0, 0.0]
+    batch = pack_sequences([(ids, mask, logp), (ids[:3], mask[:3], logp[:3])],
+                           [np.array([9.0, 1.0, 2.0, 9.0]), np.array([9.0, 3.0, 4.0])],
+                           seq_len=8, batch_multiple=4)
+    assert batch.advantages.shape == (4, 8)
+    np.testing.assert_array_equal(batch.advantages[0], [0, 1, 2, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(batch.advantages[1], [0, 3, 4, 0, 0, 0, 0, 0])
+    assert not batch.advantages[2:].any()  # filler rows
+    with pytest.raises(ValueError, match="advantages of sample 1"):
+        pack_sequences([(ids, mask, logp), (ids, mask, logp)],
+                       [np.zeros(4), np.zeros(3)], seq_len=8)

@@ -84,3 +84,77 @@ def test_missing_config_file_exits_2_naming_the_path(tmp_path, capsys):
     assert main(["train", "--config", str(missing), "--workdir", str(tmp_path / "run")]) == 2
     assert str(missing) in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # nothing is started for a config that is not there
+
+
+# --- estimators and sources that need more than the sampler's log-probs ------------------------
+
+
+def _history(workdir: Path) -> list[dict]:
+    with CheckpointManager(workdir / "checkpoints") as manager:
+        _, _, extra = manager.restore(manager.latest_step())
+    return extra["history"]
+
+
+def test_gae_trains_the_critic_with_its_clipped_value_loss(tmp_path):
+    workdir = tmp_path / "run"
+    assert _train(workdir, "--config.advantage.estimator=gae") == 0
+    history = _history(workdir)
+    for step in history:
+        # The value loss is a real, finite term of the step, and the critic's values move.
+        assert step["update/loss/value"] is not None and step["update/loss/value"] > 0
+        assert step["update/value_mean"] is not None
+    assert history[0]["update/value_mean"] != history[1]["update/value_mean"]
+
+
+def test_kl_in_the_reward_penalises_distance_from_the_reference(tmp_path):
+    workdir = tmp_path / "run"
+    assert _train(workdir, "--config.loss.kl_in=reward", "--config.loss.kl_coef=0.5",
+                  "--config.optimizer.lr=0.01") == 0
+    first, second = _history(workdir)
+    # Step 1 samples with the reference itself: the estimate is ~0 (sampler vs full forward).
+    assert abs(first["train/ref_kl"]) < 1e-3
+    # After two optimizer steps at a large lr the policy has moved: k2 > 0 and the reward
+    # carries the penalty; no KL term enters the loss.
+    assert second["train/ref_kl"] > 1e-4
+    assert second["train/reward_kl_penalty"] > 0
+    assert "update/loss/kl" not in second
+
+
+def test_model_path_initialises_the_policy_from_a_checkpoint(tmp_path):
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from orchestra_jax.models import get_preset, save_hf_checkpoint, sharded_init
+    from orchestra_jax.sharding import single_device_mesh
+    from orchestra_jax.tokenization import load_tokenizer
+
+    # A first run builds the toy vocabulary; a checkpoint of a fresh model with that
+    # vocabulary (and another seed than the run's) becomes model.path.
+    first = tmp_path / "first"
+    assert _train(first, "--config.train.steps=1") == 0
+    tokenizer = load_tokenizer(first / "tokenizer")
+    model = sharded_init(get_preset("tiny", vocab_size=tokenizer.vocab_size),
+                         single_device_mesh(), seed=1234)
+    checkpoint = save_hf_checkpoint(model, tmp_path / "ckpt")
+    tokenizer.save(checkpoint)
+
+    workdir = tmp_path / "from_ckpt"
+    assert _train(workdir, f"--config.model.path={checkpoint}", "--config.train.steps=1",
+                  "--config.optimizer.lr=0.0", "--config.optimizer.weight_decay=0.0") == 0
+    with CheckpointManager(workdir / "checkpoints") as manager:
+        state, _, _ = manager.restore(1)
+    trained = {tuple(str(k.key) for k in path)[:-1]: leaf  # orbax keeps a trailing "value"
+               for path, leaf in jax.tree_util.tree_flatten_with_path(state["params"])[0]}
+    loaded = {tuple(str(k) for k in path): v.get_value()
+              for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    assert trained.keys() == loaded.keys()
+    for path, value in loaded.items():  # lr 0: the policy is exactly the checkpoint's
+        np.testing.assert_array_equal(np.asarray(trained[path]), np.asarray(value),
+                                      err_msg=str(path))
+
+
+def test_a_missing_model_path_exits_2_naming_the_key(tmp_path, capsys):
+    assert _train(tmp_path / "run", f"--config.model.path={tmp_path / 'nowhere'}") == 2
+    err = capsys.readouterr().err
+    assert "model.path" in err and "nowhere" in err
