@@ -1,0 +1,105 @@
+"""Episodes played by a script instead of the model, through the very same episode loop.
+
+Why: a format-only warm start (SFT on uniformly random *valid* tool calls) must teach the
+policy the exact token sequences it will later sample -- the same rendered prompts (qa mode
+re-renders every turn, dialogue mode extends), the same tool-call syntax, the same stop
+handling. Driving `run_episode` with a `ScriptedTurns` generator instead of the batcher gives
+trajectories whose `sequences()` are those tokens, with the loss mask on the scripted
+completions only; the environment, the tools and the executor run for real.
+
+`random_valid_call` chooses among the tools the environment offers in this episode (so tool
+subsets are honoured) and, for every required argument with an `enum` (an expert alias), a
+uniformly random allowed value: valid calls, no routing knowledge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from orchestra_jax.envs.base import Environment
+from orchestra_jax.rollout.episode import run_episode
+from orchestra_jax.rollout.requests import GenerationRequest, GenerationResult, SamplingParams
+from orchestra_jax.rollout.trajectory import Trajectory
+from orchestra_jax.tokenization import Tokenizer
+
+#: Chooses a completion text from the tools offered and a random generator.
+ChooseTurn = Callable[[list[dict[str, Any]], random.Random], str]
+
+
+def tool_call_text(name: str, arguments: dict[str, Any]) -> str:
+    """One call in the chat templates' `<tool_call>` syntax, compact JSON (fewest tokens)."""
+    body = json.dumps({"name": name, "arguments": arguments}, separators=(",", ":"))
+    return f"<tool_call>{body}</tool_call>"
+
+
+def random_valid_call(tools: list[dict[str, Any]], rng: random.Random) -> str:
+    """A uniformly random offered tool, its required enum arguments drawn uniformly."""
+    if not tools:
+        raise ValueError("random_valid_call: the environment offers no tools")
+    schema = rng.choice(tools)["function"]
+    params = schema.get("parameters") or {}
+    properties = params.get("properties") or {}
+    arguments: dict[str, Any] = {}
+    for name in params.get("required") or []:
+        spec = properties.get(name) or {}
+        if "enum" not in spec:
+            raise ValueError(f"random_valid_call: required argument {name!r} of tool "
+                             f"{schema['name']!r} has no enum to draw from")
+        arguments[name] = rng.choice(list(spec["enum"]))
+    return tool_call_text(schema["name"], arguments)
+
+
+class ScriptedTurns:
+    """A `Generator` for one episode: each request is answered with `choose(env.tools(), rng)`
+    encoded by the tokenizer. Log-probs are 0 (no model was asked); finish reason "stop"."""
+
+    def __init__(self, env: Environment, tokenizer: Tokenizer, choose: ChooseTurn, seed: int):
+        self.env = env
+        self.tokenizer = tokenizer
+        self.choose = choose
+        self.rng = random.Random(seed)
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        text = self.choose(self.env.tools(), self.rng)
+        ids = list(self.tokenizer.encode(text))
+        return GenerationResult(token_ids=ids, logprobs=[0.0] * len(ids), finish_reason="stop",
+                                prompt_tokens=len(request.prompt_ids))
+
+
+async def scripted_episodes(
+    tasks: Sequence[Any],
+    make_env: Callable[[], Environment],
+    *,
+    tokenizer: Tokenizer,
+    executor: Any,
+    choose: ChooseTurn = random_valid_call,
+    seed: int = 0,
+    max_turns: int = 4,
+    timeout_s: float = 60.0,
+    max_prompt_tokens: int | None = None,
+    max_concurrent: int = 64,
+) -> list[Trajectory]:
+    """One scripted episode per task, concurrently; episode `i` draws from seed `(seed, i)`."""
+    gate = asyncio.Semaphore(max(1, max_concurrent))
+    sampling = SamplingParams(max_new_tokens=1, temperature=0.0)
+
+    async def one(index: int, task: Any) -> Trajectory:
+        async with gate:
+            env = make_env()
+            own = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+            turns = ScriptedTurns(env, tokenizer, choose, seed=own)
+            return await run_episode(env, task, generator=turns, tokenizer=tokenizer,
+                                     executor=executor, sampling=sampling, max_turns=max_turns,
+                                     timeout_s=timeout_s, max_prompt_tokens=max_prompt_tokens,
+                                     group=index)
+
+    return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(tasks))))
+
+
+__all__ = ["ScriptedTurns", "random_valid_call", "scripted_episodes", "tool_call_text"]
