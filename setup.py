@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "aiohttp>=3.10",  # expert/search HTTP clients and `orchestra serve`
     "bm25s>=0.2",  # local search
     "math-verify>=0.9",  # math answer equivalence in the outcome verifiers
+    "matplotlib>=3.8",  # the accuracy-vs-cost plot of `orchestra eval`
 ]
 
 EXTRAS_REQUIRE = {
@@ -33,6 +34,9 @@ EXTRAS_REQUIRE = {
         "accelerate>=1.0",  # transformers needs it to load GGUF references
         "ruff>=0.8",
         "openai>=1.50",  # the official client, talking to `orchestra serve` in tests
+        "nbclient>=0.10",  # CI executes the quickstart notebook
+        "nbformat>=5.10",
+        "ipykernel>=6.29",
     ],
     # Peers that the benchmarks compare against (not needed by the tests).
     "bench": [
