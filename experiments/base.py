@@ -54,6 +54,15 @@ optimizer   name (adamw), lr, schedule ("constant" or "cosine"), warmup_steps, b
 train       steps (RL steps), mini_batch_size (turn-samples per optimizer step), ppo_epochs
             over each RL batch, micro_batches per mini-batch (gradient accumulation), seed,
             eval_every / checkpoint_every in RL steps (0: never), keep_checkpoints.
+sft         the format-only warm start before RL (steps 0: off): `episodes` scripted
+            episodes of uniformly random valid calls on training tasks, then `steps` AdamW
+            steps (lr, warmup_steps) of token cross-entropy on `batch_size` of their turns;
+            the result is saved to <workdir>/sft (a checkpoint `orchestra eval` reads) and is
+            both the RL starting point and the KL reference.
+eval        final: at the end of a run, evaluate every policy the environment offers
+            (trained, sft, random, fixed routes, preference variants) on its held-out tasks
+            into summary.json and pareto.png (environments without an evaluation skip it).
+            max_tasks: evaluate on the first N held-out tasks only (None: all).
 data        source: the environment family -- "toolworld" (embedded, generated), "qa" or
             "tau2" (tasks read from path). path: the task file (None for toolworld);
             eval_path (None: no eval set); max_tasks (None: all).
@@ -159,6 +168,18 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.eval_every = 0
     config.train.checkpoint_every = 10
     config.train.keep_checkpoints = 3
+
+    config.sft = ml_collections.ConfigDict()
+    config.sft.steps = 0
+    config.sft.episodes = 512
+    config.sft.batch_size = 32
+    config.sft.lr = 1e-3
+    config.sft.warmup_steps = 10
+    config.sft.micro_batches = 1
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.final = True
+    config.eval.max_tasks = placeholder(int)
 
     config.data = ml_collections.ConfigDict()
     config.data.source = "toolworld"

@@ -55,6 +55,25 @@ def random_valid_call(tools: list[dict[str, Any]], rng: random.Random) -> str:
     return tool_call_text(schema["name"], arguments)
 
 
+class FixedRoute:
+    """A chooser that makes the calls of `route` in order, one per turn, e.g.
+    `[("search", {"model": "mini"}), ("answer", {"model": "mini"})]`; past its end it repeats
+    the last call. A call to a tool the episode does not offer is still written (the
+    environment refuses it, as it would a policy's)."""
+
+    def __init__(self, route: Sequence[tuple[str, dict[str, Any]]]):
+        if not route:
+            raise ValueError("FixedRoute needs at least one call")
+        self.route = list(route)
+        self.turn = 0
+
+    def __call__(self, tools: list[dict[str, Any]], rng: random.Random) -> str:
+        del tools, rng
+        name, arguments = self.route[min(self.turn, len(self.route) - 1)]
+        self.turn += 1
+        return tool_call_text(name, dict(arguments))
+
+
 class ScriptedTurns:
     """A `Generator` for one episode: each request is answered with `choose(env.tools(), rng)`
     encoded by the tokenizer. Log-probs are 0 (no model was asked); finish reason "stop"."""
@@ -79,13 +98,17 @@ async def scripted_episodes(
     tokenizer: Tokenizer,
     executor: Any,
     choose: ChooseTurn = random_valid_call,
+    choose_for: Callable[[Any], ChooseTurn] | None = None,
     seed: int = 0,
     max_turns: int = 4,
     timeout_s: float = 60.0,
     max_prompt_tokens: int | None = None,
     max_concurrent: int = 64,
 ) -> list[Trajectory]:
-    """One scripted episode per task, concurrently; episode `i` draws from seed `(seed, i)`."""
+    """One scripted episode per task, concurrently; episode `i` draws from seed `(seed, i)`.
+
+    `choose_for(task)`, when given, makes a fresh chooser per episode (a fixed route that
+    keeps its own place in its sequence of calls); otherwise every episode uses `choose`."""
     gate = asyncio.Semaphore(max(1, max_concurrent))
     sampling = SamplingParams(max_new_tokens=1, temperature=0.0)
 
@@ -93,7 +116,8 @@ async def scripted_episodes(
         async with gate:
             env = make_env()
             own = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
-            turns = ScriptedTurns(env, tokenizer, choose, seed=own)
+            chooser = choose_for(task) if choose_for is not None else choose
+            turns = ScriptedTurns(env, tokenizer, chooser, seed=own)
             return await run_episode(env, task, generator=turns, tokenizer=tokenizer,
                                      executor=executor, sampling=sampling, max_turns=max_turns,
                                      timeout_s=timeout_s, max_prompt_tokens=max_prompt_tokens,
@@ -102,4 +126,5 @@ async def scripted_episodes(
     return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(tasks))))
 
 
-__all__ = ["ScriptedTurns", "random_valid_call", "scripted_episodes", "tool_call_text"]
+__all__ = ["FixedRoute", "ScriptedTurns", "random_valid_call", "scripted_episodes",
+           "tool_call_text"]

@@ -35,7 +35,8 @@ class EnvSuite:
     tool name; a world of expert aliases counts per alias, the paper's features);
     `preference_of(task)` is the task's own preference vector over `[*tool_names, outcome,
     cost, latency]` (None, or a None result: the config's `reward.preference`); `tokenizer` is
-    None when the model's checkpoint must provide it.
+    None when the model's checkpoint must provide it; `evaluation` (an `EvalSpec`) turns on
+    the final evaluation of every policy at the end of a run.
     """
 
     tasks: Sequence[Any]
@@ -46,6 +47,7 @@ class EnvSuite:
     make_executor: Callable[[], Any]
     count_calls: Callable[[Any], Mapping[str, int]] | None = None
     preference_of: Callable[[Any], Sequence[float] | None] | None = None
+    evaluation: Any = None  # an `orchestra_jax.train.evaluation.EvalSpec`, or None
 
 
 EnvBuilder = Callable[[ml_collections.ConfigDict, Path], EnvSuite]
@@ -75,6 +77,7 @@ def build_env_suite(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuit
 @register_env("toy_target_call")
 def _toy_target_call(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
     from orchestra_jax.envs.toy import TOOL_NAMES, TOOLS, TargetCallEnv, call_text
+    from orchestra_jax.rollout.scripted import FixedRoute, random_valid_call
     from orchestra_jax.tokenization import (
         CHATML_TOOLS_TEMPLATE,
         load_tokenizer,
@@ -82,6 +85,7 @@ def _toy_target_call(config: ml_collections.ConfigDict, workdir: Path) -> EnvSui
         train_sentencepiece,
     )
     from orchestra_jax.tools.executor import ToolExecutor
+    from orchestra_jax.train.evaluation import EvalSpec
 
     directory = workdir / "tokenizer"
     if directory.is_dir():
@@ -98,8 +102,15 @@ def _toy_target_call(config: ml_collections.ConfigDict, workdir: Path) -> EnvSui
         tokenizer = load_tokenizer(directory)
     count = config.data.max_tasks or 16
     tasks = [{"id": f"toy-{i}"} for i in range(count)]
+    # Routes that always call one tool (only `target` is right) and the random valid policy.
+    scripted = {"random": lambda task: random_valid_call}
+    for name in TOOL_NAMES:
+        scripted[f"route:{name}"] = lambda task, name=name: FixedRoute([(name, {})])
+    evaluation = EvalSpec(tasks=tasks, aliases=TOOL_NAMES, family_of=lambda task: "toy",
+                          scripted=scripted)
     return EnvSuite(tasks=tasks, eval_tasks=tasks, make_env=TargetCallEnv,
-                    tool_names=TOOL_NAMES, tokenizer=tokenizer, make_executor=ToolExecutor)
+                    tool_names=TOOL_NAMES, tokenizer=tokenizer, make_executor=ToolExecutor,
+                    evaluation=evaluation)
 
 
 __all__ = ["ENVS", "EnvSuite", "build_env_suite", "register_env"]

@@ -459,6 +459,7 @@ class _Run:
                               f"tokenizer and 'data.source' ({config.data.source!r}) none "
                               "either")
         shards = batch_shards(self.mesh, self.rules)
+        self.shards = shards
         self.rows = _check_train(config, shards)
         self.buckets = _buckets(config)
         episodes = int(config.rollout.prompts_per_step) * int(config.rollout.group_size)
@@ -474,6 +475,7 @@ class _Run:
             model = sharded_init(model_config, self.mesh, seed=seed, rules=self.rules)
         graphdef, self.state = init_train_state(model, self.optimizer, self.mesh, self.rules,
                                                 reference=config.loss.kl_coef > 0, seed=seed)
+        self.graphdef = graphdef
         shardings = train_state_shardings(self.state)
         self.update = make_update_step(graphdef, self.update_config, self.mesh, self.rules,
                                        shardings, optimizer=self.optimizer)
@@ -577,6 +579,8 @@ class _Run:
 def _task_id(task: Any, group: int | None) -> str:
     if isinstance(task, Mapping) and "id" in task:
         return str(task["id"])
+    if getattr(task, "id", None) is not None:
+        return str(task.id)
     return f"task-{group}"
 
 
@@ -607,6 +611,105 @@ def _evaluate(run: _Run, step: int) -> dict[str, float]:
     return out
 
 
+SFT_DIR = "sft"
+
+
+def _warm_start(run: _Run, writer: MetricsWriter, progress: ProgressLine) -> Any:
+    """`config.sft`: random valid calls played through the real episode loop, then token
+    cross-entropy on their turns. The run's state restarts from the result (it is also the KL
+    reference), which is saved to <workdir>/sft for `orchestra eval`. Returns the params."""
+    from orchestra_jax.models import save_hf_checkpoint
+    from orchestra_jax.rollout.scripted import scripted_episodes
+    from orchestra_jax.train.sft import SFTConfig, sequences_of, supervised_warm_start
+
+    config, cfg = run.config, run.config.sft
+    start = time.perf_counter()
+    pool = list(run.suite.tasks)
+    if not pool:
+        raise ConfigError("config key 'sft.steps' > 0 but the environment has no tasks")
+    tasks = [pool[i % len(pool)] for i in range(int(cfg.episodes))]
+    rollout = config.rollout
+    trajectories = asyncio.run(scripted_episodes(
+        tasks, run.suite.make_env, tokenizer=run.tokenizer,
+        executor=run.suite.make_executor(), seed=_seed(run.seed, 0x5F7),
+        max_turns=int(rollout.max_turns), timeout_s=float(rollout.episode_timeout_s),
+        max_prompt_tokens=int(rollout.max_prompt_tokens)))
+    sequences = sequences_of(trajectories)
+    if not sequences:
+        raise ConfigError("config key 'sft.episodes': no scripted episode ended with an "
+                          "answer, so there is nothing to warm-start on")
+    progress.write(f"sft: {len(sequences)} turns from {len(tasks)} random-route episodes")
+
+    def on_step(step: int, record: dict[str, float]) -> None:
+        writer.scalars(step, {f"sft/{k}": v for k, v in record.items()})
+        if step % 10 == 0 or step == int(cfg.steps):
+            progress.write(f"sft step {step}/{cfg.steps}: loss {record['loss']:.4f}")
+
+    try:
+        sft = SFTConfig(steps=int(cfg.steps), batch_size=int(cfg.batch_size), lr=float(cfg.lr),
+                        warmup_steps=int(cfg.warmup_steps),
+                        micro_batches=int(cfg.micro_batches), seed=run.seed)
+        sft.validate()
+    except ValueError as exc:
+        raise ConfigError(f"config key 'sft': {exc}") from exc
+    params, _ = supervised_warm_start(
+        run.graphdef, run.state.params, sequences, sft, mesh=run.mesh, rules=run.rules,
+        seq_len=run._seq_len(sequences), batch_multiple=run.shards,
+        pad_id=run.tokenizer.pad_token_id, on_step=on_step)
+    from flax import nnx
+
+    # An own copy: the RL state starts from these buffers and its first update donates them.
+    base = jax.tree.map(jax.numpy.copy, params)
+    _, run.state = init_train_state(nnx.merge(run.graphdef, params), run.optimizer, run.mesh,
+                                    run.rules, reference=config.loss.kl_coef > 0, seed=run.seed)
+    # Saved aside and renamed, so a kill mid-write never leaves half a checkpoint.
+    scratch = run.workdir / f".{SFT_DIR}.partial"
+    import shutil
+
+    shutil.rmtree(scratch, ignore_errors=True)
+    save_hf_checkpoint(nnx.merge(run.graphdef, base), scratch)
+    run.tokenizer.save(scratch)
+    shutil.rmtree(run.workdir / SFT_DIR, ignore_errors=True)
+    scratch.rename(run.workdir / SFT_DIR)
+    progress.write(f"sft: done in {time.perf_counter() - start:.0f} s")
+    return base
+
+
+def _saved_warm_start(run: _Run) -> Any | None:
+    """The params saved by the warm start of this workdir (None when there are none)."""
+    directory = run.workdir / SFT_DIR
+    if not (directory / "config.json").is_file():
+        return None
+    from flax import nnx
+
+    from orchestra_jax.models.hf_checkpoint import load_hf_checkpoint
+
+    model_cfg = run.config.model
+    _, model = load_hf_checkpoint(directory, run.mesh, rules=run.rules,
+                                  value_head=_uses_critic(run.config), dtype=model_cfg.dtype,
+                                  param_dtype=model_cfg.param_dtype,
+                                  scan_layers=model_cfg.scan_layers, remat=model_cfg.remat)
+    return nnx.split(model)[1]
+
+
+def _final_evaluation(run: _Run, step: int, base_params: Any | None,
+                      progress: ProgressLine) -> dict[str, Any]:
+    from orchestra_jax.train.evaluation import evaluate_policies
+
+    spec = run.suite.evaluation
+    limit = run.config.eval.max_tasks
+    if limit is not None:
+        spec = dataclasses.replace(
+            spec, tasks=list(spec.tasks)[: int(limit)],
+            preference_tasks={k: list(v)[: int(limit)]
+                              for k, v in spec.preference_tasks.items()})
+    start = time.perf_counter()
+    out = evaluate_policies(run, spec, step=step, base_params=base_params,
+                            workdir=run.workdir, log=progress.write)
+    out["eval_s"] = time.perf_counter() - start
+    return out
+
+
 def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Run (or resume) the experiment `config` in `workdir`; a summary dict when it stops.
 
@@ -627,6 +730,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
     progress = ProgressLine(total)
     history: list[dict[str, Any]] = []
     data_state: dict[str, Any] | None = None
+    base_params: Any = None
+    evaluation: dict[str, Any] = {}
     step = 0
     preempted = False
     checkpoint_step: int | None = None
@@ -642,6 +747,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
             progress.write(f"resumed from step {step} in {workdir}")
         else:
             writer.text(0, "text/config", f"```json\n{config_to_json(config)}\n```")
+            if int(config.sft.steps) > 0:
+                base_params = _warm_start(run, writer, progress)
+        if base_params is None and int(config.sft.steps) > 0:
+            base_params = _saved_warm_start(run)
         run.sampler.update_params(run.state.params, version=step)
         pipeline = task_pipeline(run.suite.tasks, seed=int(config.train.seed),
                                  prompts_per_step=int(config.rollout.prompts_per_step),
@@ -683,6 +792,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
                     break
         manager.wait_until_finished()
         checkpoint_step = manager.latest_step()
+        if (not preempted and step == total and bool(config.eval.final)
+                and run.suite.evaluation is not None):
+            evaluation = _final_evaluation(run, step, base_params, progress)
+            writer.text(step, "text/summary", "```json\n" + json.dumps(
+                {k: evaluation[k] for k in ("best_fixed_route", "preference_eval")},
+                indent=1) + "\n```")
     finally:
         progress.close()
         writer.close()
@@ -695,7 +810,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
         "checkpoint_step": checkpoint_step,
         "final_metrics": history[-1] if history else {},
         "wall_s": time.perf_counter() - start_time,
+        **evaluation,
     }
+    summary["wall_time_s"] = summary["wall_s"]
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

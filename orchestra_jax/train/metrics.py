@@ -100,6 +100,9 @@ TAGS: dict[str, str] = {
     "time/rollout_s": "Wall seconds spent collecting the step's episodes.",
     "time/update_s": "Wall seconds of the update (including device transfer).",
     "time/eval_s": "Wall seconds of an evaluation pass.",
+    # --- the warm start
+    "sft/<name>": "Per optimizer step of the format-only warm start (sft/loss: mean token "
+    "cross-entropy; sft/tokens; sft/grad_norm), stepped 1..sft.steps.",
     # --- evaluation and logs
     "eval/<metric>": "Evaluation metric <metric> (e.g. eval/accuracy, eval/cost_usd).",
     "hist/calls_per_episode": "Histogram over episodes of the number of tool calls.",

@@ -121,7 +121,7 @@ def test_unknown_key_names_the_full_key_and_close_matches(base_recipe: Path) -> 
         load_config(base_recipe, ["--config.optimizer.lrr=1e-6"])
     message = str(info.value)
     assert "'optimizer.lrr'" in message and "did you mean optimizer.lr" in message
-    with pytest.raises(ConfigError, match=r"'lr'; did you mean optimizer\.lr"):
+    with pytest.raises(ConfigError, match=r"'lr'; did you mean (sft\.lr, )?optimizer\.lr"):
         load_config(base_recipe, ["--config.lr=1e-6"])
     with pytest.raises(ConfigError, match=r"'optimzer\.lr'; did you mean optimizer\.lr"):
         load_config(base_recipe, ["--config.optimzer.lr=1e-6"])

@@ -158,3 +158,25 @@ def test_a_missing_model_path_exits_2_naming_the_key(tmp_path, capsys):
     assert _train(tmp_path / "run", f"--config.model.path={tmp_path / 'nowhere'}") == 2
     err = capsys.readouterr().err
     assert "model.path" in err and "nowhere" in err
+
+
+def test_warm_start_then_rl_then_every_policy_evaluated_into_the_summary(tmp_path):
+    workdir = tmp_path / "run"
+    assert _train(workdir, "--config.sft.steps=5", "--config.sft.episodes=16",
+                  "--config.sft.batch_size=8") == 0
+    summary = json.loads((workdir / "summary.json").read_text())
+    policies = summary["policies"]
+    assert {"trained", "sft", "random", "route:target", "route:search"} <= set(policies)
+    # The scripted policies are played for real: only the target route is always right.
+    assert policies["route:target"]["accuracy"] == 1.0
+    assert policies["route:search"]["accuracy"] == 0.0
+    assert 0.0 < policies["random"]["accuracy"] < 1.0
+    assert summary["best_fixed_route"] == "route:target"
+    assert policies["sft"]["tasks"] == policies["trained"]["tasks"] == 4
+    assert summary["wall_time_s"] > 0
+    assert (workdir / "pareto.png").stat().st_size > 0
+    # The warm start is saved as a checkpoint with its tokenizer, for `orchestra eval`.
+    assert (workdir / "sft" / "config.json").is_file()
+    events = EventAccumulator(str(workdir / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("sft/loss")] == [1, 2, 3, 4, 5]
