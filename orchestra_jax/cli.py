@@ -4,6 +4,8 @@
     orchestra models          list the model presets and their sizes
     orchestra serve           an OpenAI-compatible chat-completions server for a checkpoint
     orchestra train           RL training: --config FILE --workdir DIR [--config.a.b=value ...]
+    orchestra eval            every policy on held-out tasks: --config FILE --checkpoint DIR
+                              --out FILE [--config.a.b=value ...]
 """
 
 from __future__ import annotations
@@ -95,6 +97,15 @@ def _train(args: argparse.Namespace) -> int:
     return run_from_cli(args.config, args.workdir, args.overrides)
 
 
+def _eval(args: argparse.Namespace) -> int:
+    import logging
+
+    from orchestra_jax.train.loop import evaluate_from_cli
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    return evaluate_from_cli(args.config, args.checkpoint, args.out, args.overrides)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orchestra",
@@ -146,19 +157,32 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workdir", required=True, metavar="DIR",
                        help="run directory: config.json, checkpoints, TensorBoard events")
     train.set_defaults(run=_train, overrides=[])
+
+    evaluate = sub.add_parser(
+        "eval", help="evaluate a trained policy against the sft, random and fixed-route "
+                     "policies on the held-out tasks",
+        epilog="Writes --out (JSON: per policy accuracy, cost_usd, latency_s, calls per alias, "
+               "preference_score, by_family) and the accuracy-vs-cost plot next to it (.png).")
+    evaluate.add_argument("--config", required=True, metavar="FILE",
+                          help="the experiment file the policy was trained with")
+    evaluate.add_argument("--checkpoint", required=True, metavar="DIR",
+                          help="a run's workdir (its latest checkpoint) or a checkpoint "
+                               "directory in Hugging Face layout (e.g. <workdir>/sft)")
+    evaluate.add_argument("--out", required=True, metavar="FILE", help="the JSON to write")
+    evaluate.set_defaults(run=_eval, overrides=[])
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    # `--config.a.b=value` overrides are not argparse options: collect them for `train` only.
+    # `--config.a.b=value` overrides are not argparse options: collect them for train / eval.
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if getattr(args, "command", None) != "train":
+        if getattr(args, "command", None) not in ("train", "eval"):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         bad = [e for e in extra if not e.startswith("--config.")]
         if bad:
-            print(f"orchestra train: unrecognized arguments {bad}; overrides look like "
+            print(f"orchestra {args.command}: unrecognized arguments {bad}; overrides look like "
                   "--config.a.b=value", file=sys.stderr)
             return 2
         args.overrides = extra

@@ -834,4 +834,79 @@ def run_from_cli(config_path: str, workdir: str, overrides: Sequence[str]) -> in
     return 0
 
 
-__all__ = ["TIMING_TAGS", "run_from_cli", "train"]
+def evaluate(config: ml_collections.ConfigDict, checkpoint: str | Path,
+             out: str | Path) -> dict[str, Any]:
+    """`orchestra eval`: every policy of the environment's evaluation on its held-out tasks,
+    with the policy of `checkpoint` as "trained"; the result is written to `out` (JSON) and
+    the plot next to it.
+
+    `checkpoint` is a run's workdir (its latest checkpoint, its vocabulary and its warm start
+    as the "sft" policy) or a checkpoint directory in Hugging Face layout (e.g. <workdir>/sft,
+    loaded as `model.path`)."""
+    checkpoint = Path(checkpoint).expanduser().absolute()
+    out = Path(out).expanduser().absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if (checkpoint / "checkpoints").is_dir():
+        workdir, hf_dir = checkpoint, None
+    elif (checkpoint / "config.json").is_file():
+        hf_dir = checkpoint
+        parent = checkpoint.parent
+        workdir = parent if (parent / "tokenizer").is_dir() else out.parent / ".eval_workdir"
+    else:
+        raise ConfigError(f"--checkpoint {checkpoint}: neither a run directory (with "
+                          "checkpoints/) nor a checkpoint directory (with config.json)")
+    if hf_dir is not None:
+        config = ml_collections.ConfigDict(config.to_dict())
+        config.model.path = str(hf_dir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    run = _Run(config, workdir)
+    if run.suite.evaluation is None:
+        raise ConfigError(f"config key 'data.source' ({config.data.source!r}) offers no "
+                          "evaluation")
+    step = 0
+    if hf_dir is None:
+        manager = CheckpointManager(workdir / "checkpoints", keep=1)
+        try:
+            latest = manager.latest_step()
+            if latest is None:
+                raise ConfigError(f"--checkpoint {checkpoint}: no checkpoint saved yet")
+            stored, _, _ = manager.restore(latest,
+                                           abstract_state=abstract_like(_to_checkpoint(run.state)))
+        finally:
+            manager.close()
+        run.state = _from_checkpoint(stored, run.state)
+        step = latest
+    run.sampler.update_params(run.state.params, version=step)
+    base = _saved_warm_start(run) if hf_dir is None or hf_dir.name != SFT_DIR else None
+    progress = ProgressLine(1)
+    start = time.perf_counter()
+    run.workdir = out.parent
+    result = _final_evaluation(run, step, base, progress)
+    progress.close()
+    pareto = out.with_suffix(".png")
+    Path(result["pareto_png"]).replace(pareto)
+    result["pareto_png"] = str(pareto)
+    result = {"checkpoint": str(checkpoint), "step": step,
+              "wall_time_s": time.perf_counter() - start, **result}
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def evaluate_from_cli(config_path: str, checkpoint: str, out: str,
+                      overrides: Sequence[str]) -> int:
+    """`orchestra eval`: exit status 2 with the message for bad input."""
+    from orchestra_jax.train.checkpoint import CheckpointError
+    from orchestra_jax.train.config import load_config
+
+    try:
+        config = load_config(config_path, overrides)
+        result = evaluate(config, checkpoint, out)
+    except (ConfigError, CheckpointError) as err:
+        print(f"orchestra eval: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({name: {k: entry[k] for k in ("accuracy", "cost_usd")}
+                      for name, entry in result["policies"].items()}))
+    return 0
+
+
+__all__ = ["TIMING_TAGS", "evaluate", "evaluate_from_cli", "run_from_cli", "train"]

@@ -180,3 +180,25 @@ def test_warm_start_then_rl_then_every_policy_evaluated_into_the_summary(tmp_pat
     events = EventAccumulator(str(workdir / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("sft/loss")] == [1, 2, 3, 4, 5]
+
+    # `orchestra eval` of the finished run reproduces the run's own final evaluation (greedy
+    # episodes and scripted policies are deterministic), and reads the sft checkpoint too.
+    out = tmp_path / "eval" / "result.json"
+    assert main(["eval", "--config", str(RECIPE), "--checkpoint", str(workdir),
+                 "--out", str(out), *SMALL]) == 0
+    result = json.loads(out.read_text())
+    assert result["step"] == 2
+    for name in ("trained", "sft", "random", "route:target"):
+        assert result["policies"][name]["accuracy"] == policies[name]["accuracy"], name
+        assert result["policies"][name]["calls"] == policies[name]["calls"], name
+    assert out.with_suffix(".png").is_file()
+    assert main(["eval", "--config", str(RECIPE), "--checkpoint", str(workdir / "sft"),
+                 "--out", str(tmp_path / "sft.json"), *SMALL]) == 0
+    from_sft = json.loads((tmp_path / "sft.json").read_text())
+    assert from_sft["policies"]["trained"]["accuracy"] == policies["sft"]["accuracy"]
+
+
+def test_eval_of_a_directory_without_a_checkpoint_exits_2(tmp_path, capsys):
+    assert main(["eval", "--config", str(RECIPE), "--checkpoint", str(tmp_path),
+                 "--out", str(tmp_path / "x.json")]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
