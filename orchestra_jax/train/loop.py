@@ -63,7 +63,13 @@ from orchestra_jax.sharding import make_mesh
 from orchestra_jax.train.checkpoint import CheckpointManager, abstract_like
 from orchestra_jax.train.config import ConfigError, config_to_json, dump_config
 from orchestra_jax.train.envs import EnvSuite, build_env_suite
-from orchestra_jax.train.metrics import MetricsWriter, rollout_metrics, update_tags
+from orchestra_jax.train.metrics import (
+    MetricsWriter,
+    rollout_metrics,
+    tool_usage_histogram,
+    trajectory_markdown,
+    update_tags,
+)
 from orchestra_jax.train.preemption import PreemptionGuard
 from orchestra_jax.train.progress import ProgressLine
 
@@ -781,6 +787,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
                                                  for k, v in metrics.items()}})
                 if step % max(1, int(config.logging.log_every)) == 0 or step == total:
                     writer.scalars(step, metrics)
+                    for tag, values in tool_usage_histogram(trajectories).items():
+                        writer.histogram(step, tag, values)
+                    if trajectories:  # the first episode of the first task, and its best
+                        best = max(trajectories[: int(config.rollout.group_size)],
+                                   key=lambda t: t.outcome)
+                        writer.text(step, "text/trajectory",
+                                    trajectory_markdown(trajectories[0]) + "\n\n---\n\n"
+                                    + trajectory_markdown(best))
                 progress.update(step, metrics)
                 preempted = guard.should_stop
                 if (every and step % every == 0) or step == total or preempted:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.util import tensor_util
 
 from orchestra_jax.cli import main
 from orchestra_jax.train.checkpoint import CheckpointManager
@@ -51,7 +52,7 @@ def test_train_writes_config_events_checkpoint_and_summary(tmp_path, capsys):
     assert [h["step"] for h in extra["history"]] == [1, 2]
     assert extra["history"][-1]["update/optimizer_steps"] == 2.0  # 8 samples / mini-batch 4
 
-    events = EventAccumulator(str(workdir / "tensorboard"))
+    events = EventAccumulator(str(workdir / "tensorboard"), size_guidance={"histograms": 0})
     events.Reload()
     tags = set(events.Tags()["scalars"])
     for tag in ("train/reward", "train/accuracy", "train/loss", "train/entropy",
@@ -60,6 +61,11 @@ def test_train_writes_config_events_checkpoint_and_summary(tmp_path, capsys):
     assert [e.step for e in events.Scalars("train/reward")] == [1, 2]
     assert [e.value for e in events.Scalars("train/episodes")] == [8.0, 8.0]
     assert [e.step for e in events.Scalars("eval/accuracy")] == [2]
+    assert "hist/calls_per_episode" in events.Tags()["histograms"]
+    assert [e.step for e in events.Histograms("hist/calls_per_episode")] == [1, 2]
+    texts = {e.step: tensor_util.make_ndarray(e.tensor_proto).item().decode()
+             for e in events.Tensors("text/trajectory")}
+    assert sorted(texts) == [1, 2] and "**task**" in texts[1]
 
 
 def test_unknown_override_key_exits_2_naming_the_key(tmp_path, capsys):
