@@ -16,7 +16,6 @@ What `summary.json` gets from here (tools read these keys):
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 from orchestra_jax.eval.plots import pareto_plot
 from orchestra_jax.eval.results import EpisodeOutcome, call_share, outcome_of, policy_table
 from orchestra_jax.rollout.scripted import ChooseTurn, scripted_episodes
+from orchestra_jax.sync import run_coroutine
 
 
 @dataclasses.dataclass
@@ -63,7 +63,7 @@ def model_outcomes(run: Any, spec: EvalSpec, tasks: Sequence[Any], step: int,
 def scripted_outcomes(run: Any, spec: EvalSpec, tasks: Sequence[Any], name: str,
                       ) -> list[EpisodeOutcome]:
     rollout = run.config.rollout
-    trajectories = asyncio.run(scripted_episodes(
+    trajectories = run_coroutine(scripted_episodes(
         tasks, run.suite.make_env, tokenizer=run.tokenizer, executor=run.suite.make_executor(),
         choose_for=spec.scripted[name], seed=int(run.config.train.seed),
         max_turns=int(rollout.max_turns), timeout_s=float(rollout.episode_timeout_s),

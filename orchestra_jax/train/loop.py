@@ -25,7 +25,6 @@ at step 3 are the same computation as steps 4..6 of a run that never stopped.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import inspect
@@ -60,6 +59,7 @@ from orchestra_jax.rollout.requests import SamplingParams
 from orchestra_jax.rollout.sampler import Sampler, SamplerBuckets
 from orchestra_jax.rollout.trajectory import Trajectory
 from orchestra_jax.sharding import make_mesh
+from orchestra_jax.sync import run_coroutine
 from orchestra_jax.train.checkpoint import CheckpointManager, abstract_like
 from orchestra_jax.train.config import ConfigError, config_to_json, dump_config
 from orchestra_jax.train.envs import EnvSuite, build_env_suite
@@ -509,7 +509,7 @@ class _Run:
         rollout = self.config.rollout
         specs = grouped_episodes(tasks, self.suite.make_env, group_size)
         specs = [dataclasses.replace(s, task_id=_task_id(s.task, s.group)) for s in specs]
-        return asyncio.run(run_episodes(
+        return run_coroutine(run_episodes(
             specs, generator=self.batcher, tokenizer=self.tokenizer,
             executor=self.suite.make_executor(), sampling=sampling,
             max_turns=int(rollout.max_turns), timeout_s=float(rollout.episode_timeout_s),
@@ -635,9 +635,13 @@ def _warm_start(run: _Run, writer: MetricsWriter, progress: ProgressLine) -> Any
         raise ConfigError("config key 'sft.steps' > 0 but the environment has no tasks")
     tasks = [pool[i % len(pool)] for i in range(int(cfg.episodes))]
     rollout = config.rollout
-    trajectories = asyncio.run(scripted_episodes(
+    # The suite's own random policy when it has one (it knows each task's offered experts).
+    spec = run.suite.evaluation
+    random_for = spec.scripted.get("random") if spec is not None else None
+    trajectories = run_coroutine(scripted_episodes(
         tasks, run.suite.make_env, tokenizer=run.tokenizer,
-        executor=run.suite.make_executor(), seed=_seed(run.seed, 0x5F7),
+        executor=run.suite.make_executor(), choose_for=random_for,
+        seed=_seed(run.seed, 0x5F7),
         max_turns=int(rollout.max_turns), timeout_s=float(rollout.episode_timeout_s),
         max_prompt_tokens=int(rollout.max_prompt_tokens)))
     sequences = sequences_of(trajectories)
