@@ -66,6 +66,13 @@ eval        final: at the end of a run, evaluate every policy the environment of
 data        source: the environment family -- "toolworld" (embedded, generated), "qa" or
             "tau2" (tasks read from path). path: the task file (None for toolworld);
             eval_path (None: no eval set); max_tasks (None: all).
+world       the embedded toolworld (data.source "toolworld"): seed of the world (entities,
+            tasks, experts); train_tasks / test_tasks drawn from disjoint seeds;
+            train_preference "neutral" or "mix" (training tasks carry preference
+            instructions, e.g. avoid the frontier model); tool_subsets, price_schedules: the
+            paper's augmentations; search_k documents per search; vocab_size of the
+            SentencePiece vocabulary trained on the world's text from vocabulary_tasks
+            random-policy episodes.
 logging     tensorboard: write event files under the workdir; log_every in RL steps.
 """
 
@@ -186,6 +193,17 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.path = placeholder(str)
     config.data.eval_path = placeholder(str)
     config.data.max_tasks = placeholder(int)
+
+    config.world = ml_collections.ConfigDict()
+    config.world.seed = 0
+    config.world.train_tasks = 2000
+    config.world.test_tasks = 400
+    config.world.train_preference = "mix"
+    config.world.tool_subsets = False
+    config.world.price_schedules = False
+    config.world.search_k = 3
+    config.world.vocab_size = 2000
+    config.world.vocabulary_tasks = 200
 
     config.logging = ml_collections.ConfigDict()
     config.logging.tensorboard = True

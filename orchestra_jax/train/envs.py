@@ -5,7 +5,8 @@ Why a registry: the loop must not know any world. It asks this module for an `En
 brings none, the tool executor) and trains on whatever comes back. A name that is not here
 fails at start, naming the key and the known names.
 
-Registered: `toy_target_call` (the learning-sanity world of `orchestra_jax.envs.toy`, with a
+Registered: `toolworld` (the embedded orchestration world, see `_toolworld`) and
+`toy_target_call` (the learning-sanity world of `orchestra_jax.envs.toy`, with a
 SentencePiece vocabulary trained on its own prompt, built once in the run directory so that a
 resumed run reads the very same vocabulary).
 """
@@ -87,19 +88,14 @@ def _toy_target_call(config: ml_collections.ConfigDict, workdir: Path) -> EnvSui
     from orchestra_jax.tools.executor import ToolExecutor
     from orchestra_jax.train.evaluation import EvalSpec
 
-    directory = workdir / "tokenizer"
-    if directory.is_dir():
-        tokenizer = load_tokenizer(directory)
-    else:
+    def build(out: Path) -> None:
         prompt = render_chat_template(CHATML_TOOLS_TEMPLATE, TargetCallEnv().messages(),
                                       tools=TOOLS, add_generation_prompt=True)
-        # Built aside and renamed, so a run killed here never leaves half a vocabulary.
-        scratch = workdir / ".tokenizer.partial"
-        shutil.rmtree(scratch, ignore_errors=True)
-        train_sentencepiece([prompt] * 20, scratch, vocab_size=1000,
+        train_sentencepiece([prompt] * 20, out, vocab_size=1000,
                             extra_special_tokens=[call_text(n) for n in TOOL_NAMES])
-        os.replace(scratch, directory)
-        tokenizer = load_tokenizer(directory)
+
+    _built_once(workdir / "tokenizer", build)
+    tokenizer = load_tokenizer(workdir / "tokenizer")
     count = config.data.max_tasks or 16
     tasks = [{"id": f"toy-{i}"} for i in range(count)]
     # Routes that always call one tool (only `target` is right) and the random valid policy.
@@ -110,6 +106,77 @@ def _toy_target_call(config: ml_collections.ConfigDict, workdir: Path) -> EnvSui
                           scripted=scripted)
     return EnvSuite(tasks=tasks, eval_tasks=tasks, make_env=TargetCallEnv,
                     tool_names=TOOL_NAMES, tokenizer=tokenizer, make_executor=ToolExecutor,
+                    evaluation=evaluation)
+
+
+def _built_once(directory: Path, build: Callable[[Path], Any]) -> None:
+    """Run `build(scratch)` and rename the result to `directory` unless it exists: a run killed
+    while building never leaves half a vocabulary behind, and a resumed run reads the same."""
+    if directory.is_dir():
+        return
+    scratch = directory.parent / f".{directory.name}.partial"
+    shutil.rmtree(scratch, ignore_errors=True)
+    build(scratch)
+    os.replace(scratch, directory)
+
+
+@register_env("toolworld")
+def _toolworld(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
+    """The embedded world (`orchestra_jax.envs.toolworld`), its vocabulary trained on its own
+    text in <workdir>/tokenizer, tasks per `config.world`, per-alias reward features, each
+    task's preference vector, and the final evaluation (test split, the random policy, the
+    one-alias fixed routes, the avoid-the-frontier variant)."""
+    from orchestra_jax.envs.toolworld import ToolWorld, WorldConfig
+    from orchestra_jax.envs.toolworld.routes import turn_chooser
+    from orchestra_jax.envs.toolworld.vocabulary import train_world_tokenizer
+    from orchestra_jax.tokenization import load_tokenizer
+    from orchestra_jax.tools.executor import ToolExecutor
+    from orchestra_jax.train.evaluation import EvalSpec
+
+    w = config.world
+    try:
+        world = ToolWorld(WorldConfig(seed=int(w.seed), search_k=int(w.search_k),
+                                      max_turns=int(config.rollout.max_turns),
+                                      cache_dir=str(workdir / "world")))
+    except ValueError as exc:
+        raise ConfigError(f"config key 'world': {exc}") from exc
+    _built_once(workdir / "tokenizer", lambda out: train_world_tokenizer(
+        world, out, vocab_size=int(w.vocab_size), n_tasks=int(w.vocabulary_tasks)))
+    tokenizer = load_tokenizer(workdir / "tokenizer")
+    if w.train_preference not in ("neutral", "mix"):
+        raise ConfigError(f"config key 'world.train_preference' is {w.train_preference!r}; "
+                          "expected 'neutral' or 'mix'")
+    train_tasks = world.tasks("train", int(w.train_tasks), preference=w.train_preference,
+                              tool_subsets=bool(w.tool_subsets),
+                              price_schedules=bool(w.price_schedules))
+    test_tasks = world.tasks("test", int(w.test_tasks))
+    aliases = world.aliases
+    seed = int(config.train.seed)
+
+    def random_for(task: Any) -> Any:
+        return turn_chooser(world.random_policy(seed), task, aliases)
+
+    scripted: dict[str, Callable[[Any], Any]] = {"random": random_for}
+    for name, route in world.routes(mixed=False).items():
+        scripted[name] = lambda task, route=route: turn_chooser(route, task, aliases)
+    evaluation = EvalSpec(
+        tasks=test_tasks, aliases=aliases, family_of=lambda task: task.family,
+        scripted=scripted,
+        preference_tasks={"avoid_frontier": world.tasks("test", int(w.test_tasks),
+                                                        preference="avoid_frontier")},
+        frontier_alias=world.frontier_alias)
+
+    def count_calls(trajectory: Any) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for record in trajectory.records:
+            if record.alias in aliases:
+                counts[record.alias] = counts.get(record.alias, 0) + 1
+        return counts
+
+    return EnvSuite(tasks=train_tasks, eval_tasks=test_tasks, make_env=world.make_env,
+                    tool_names=aliases, tokenizer=tokenizer, make_executor=ToolExecutor,
+                    count_calls=count_calls,
+                    preference_of=lambda task: task.preference_vector or None,
                     evaluation=evaluation)
 
 
