@@ -26,14 +26,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.preset = "tiny"
     config.mesh.shape = (1, 1, 1)
 
-    config.rollout.prompts_per_step = 16
+    config.rollout.prompts_per_step = 8
     config.rollout.group_size = 8
     config.rollout.max_turns = 3
     config.rollout.max_prompt_tokens = 512
     config.rollout.max_new_tokens = 2  # one call piece, then the end of the turn
     config.rollout.temperature = 1.0
     config.rollout.episode_timeout_s = 120.0
-    config.rollout.max_batch_size = 128
+    config.rollout.max_batch_size = 64
 
     config.filter.min_group_std = _none()
     config.filter.drop_invalid_final_output = False
@@ -46,13 +46,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.lr = 3e-4
     config.optimizer.weight_decay = 0.0
 
-    config.sft.steps = 60
-    config.sft.episodes = 512
-    config.sft.batch_size = 32
+    config.sft.steps = 30
+    config.sft.episodes = 256
+    config.sft.batch_size = 16
     config.sft.lr = 1e-3
 
-    config.train.steps = 40
-    config.train.mini_batch_size = 128
+    config.train.steps = 30
+    config.train.mini_batch_size = 64
     config.train.ppo_epochs = 1
     config.train.micro_batches = 4
     config.train.eval_every = 0
