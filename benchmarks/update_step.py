@@ -12,10 +12,12 @@ What is measured, per model, in one process (Tunix optionally in a subprocess, s
 - `ours`: `orchestra_jax.rl.update_step.make_update_step(...)` with the method's GRPO recipe
   (`UpdateConfig()`: PPO clip 0.2/0.28, dual clip 10, token-mean, k2 KL at 1e-4 against the
   frozen reference, which the step itself runs forward) and `make_optimizer` (AdamW behind
-  global-norm clipping), on one device mesh, with `--tiny-micro-batches` (default 8) /
-  `--smollm2-micro-batches` (default 2) gradient-accumulation micro-batches: on a 2-core CPU a
-  smaller working set per micro-batch is much faster (tiny 16x1024: ~1.55x over one
-  micro-batch; SmolLM2 4x256: ~1.05x), at identical gradients.
+  global-norm clipping), on one device mesh, with UpdateConfig's own gradient accumulation:
+  micro-batches of at most `micro_batch_tokens` (default 2048) tokens, i.e. 8 micro-batches of
+  2x1024 on tiny and one of 4x256 on SmolLM2. On a 2-core CPU the smaller working set is much
+  faster at identical gradients (tiny 16x1024: ~1.7x over one micro-batch, which
+  `--micro-batch-tokens 0` measures; SmolLM2 4x256: 2 micro-batches are ~1.06x faster than
+  the default one, `--smollm2-micro-batches 2`). `micro_batches_run` reports the count.
   One call is `(state, batch) -> (state, metrics)`: the reference forward, the policy forward
   and backward, the loss and the optimizer update, timed until the metrics and the new params
   are ready. The state is donated, as in training.
@@ -117,12 +119,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per framework")
     parser.add_argument("--logits-chunk", type=int, default=None,
                         help="UpdateConfig.logits_chunk for ours (default: UpdateConfig's)")
-    parser.add_argument("--tiny-micro-batches", type=int, default=8,
-                        help="UpdateConfig.micro_batches for ours on tiny (default: %(default)s;"
-                             " 1 = UpdateConfig's default, see the docstring)")
-    parser.add_argument("--smollm2-micro-batches", type=int, default=2,
-                        help="UpdateConfig.micro_batches for ours on SmolLM2 "
-                             "(default: %(default)s)")
+    parser.add_argument("--micro-batch-tokens", type=int, default=None,
+                        help="UpdateConfig.micro_batch_tokens for ours (default: UpdateConfig's;"
+                             " 0 = None: exactly the micro-batch count)")
+    parser.add_argument("--tiny-micro-batches", type=int, default=None,
+                        help="UpdateConfig.micro_batches for ours on tiny (default: "
+                             "UpdateConfig's, then sized by micro_batch_tokens)")
+    parser.add_argument("--smollm2-micro-batches", type=int, default=None,
+                        help="UpdateConfig.micro_batches for ours on SmolLM2 (default: "
+                             "UpdateConfig's)")
     parser.add_argument("--remat", action="store_true", help="our decoder with remat=True")
     parser.add_argument("--warmups", type=int, default=2, help="untimed calls per framework")
     parser.add_argument("--matmul-size", type=int, default=2048)
@@ -136,8 +141,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad = sorted(set(args.models) - set(MODELS)) + sorted(set(args.frameworks) - set(FRAMEWORKS))
     if bad or not args.models or not args.frameworks:
         parser.error(f"unknown models/frameworks {bad}; known: {MODELS} / {FRAMEWORKS}")
-    if min(args.tiny_micro_batches, args.smollm2_micro_batches) < 1:
+    if min(args.tiny_micro_batches or 1, args.smollm2_micro_batches or 1) < 1:
         parser.error("micro-batch counts must be >= 1")
+    if args.micro_batch_tokens is not None and args.micro_batch_tokens < 0:
+        parser.error("--micro-batch-tokens must be >= 0")
     if args.repeats < 1 or args.warmups < 1 or args.matmul_repeats < 1 or args.matmul_size < 64:
         parser.error("--repeats and --matmul-repeats must be >= 1, --matmul-size >= 64")
     return args
@@ -210,16 +217,22 @@ class Runner:
 
 
 def make_ours(model: Any, mesh: Any, rules: Any, batch: dict[str, np.ndarray],
-              args: argparse.Namespace, micro_batches: int) -> Runner:
+              args: argparse.Namespace, micro_batches: int | None) -> Runner:
     import jax
 
     from orchestra_jax.rl.batch import TrainBatch, put_batch
     from orchestra_jax.rl.optimizer import make_optimizer
     from orchestra_jax.rl.train_state import init_train_state, train_state_shardings
-    from orchestra_jax.rl.update_step import UpdateConfig, make_update_step
+    from orchestra_jax.rl.update_step import UpdateConfig, make_update_step, micro_batch_count
 
-    extra = {} if args.logits_chunk is None else {"logits_chunk": args.logits_chunk}
-    config = UpdateConfig(kl_coef=KL_COEF, micro_batches=micro_batches, **extra)
+    extra: dict[str, Any] = {}
+    if args.logits_chunk is not None:
+        extra["logits_chunk"] = args.logits_chunk
+    if micro_batches is not None:
+        extra["micro_batches"] = micro_batches
+    if args.micro_batch_tokens is not None:
+        extra["micro_batch_tokens"] = args.micro_batch_tokens or None
+    config = UpdateConfig(kl_coef=KL_COEF, **extra)
     optimizer = make_optimizer(LR)
     graphdef, state = init_train_state(model, optimizer, mesh, rules, reference=True)
     step = make_update_step(graphdef, config, mesh, rules, train_state_shardings(state),
@@ -241,7 +254,9 @@ def make_ours(model: Any, mesh: Any, rules: Any, batch: dict[str, np.ndarray],
             "update_config": {"logits_chunk": config.logits_chunk, "kl_coef": config.kl_coef,
                               "kl_estimator": config.kl_estimator,
                               "agg_mode": config.agg_mode,
-                              "micro_batches": config.micro_batches},
+                              "micro_batches": config.micro_batches,
+                              "micro_batch_tokens": config.micro_batch_tokens},
+            "micro_batches_run": micro_batch_count(*ids.shape, config),
             "remat": bool(model.config.remat)}
     return Runner("ours", run, info)
 
@@ -400,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
                      "smollm2_shape": list(args.smollm2_shape), "repeats": args.repeats,
                      "warmups": args.warmups,
                      "logits_chunk": args.logits_chunk,
+                     "micro_batch_tokens": args.micro_batch_tokens,
                      "tiny_micro_batches": args.tiny_micro_batches,
                      "smollm2_micro_batches": args.smollm2_micro_batches, "remat": args.remat,
                      "tunix_python": args.tunix_python, "dtype": "float32"},

@@ -60,7 +60,14 @@ class UpdateConfig:
 
     ``value_coef > 0`` turns on the PPO critic (the model needs ``value_head=True`` and the
     batch ``returns`` / ``old_values``); ``value_clip`` bounds ``|v - old_v|`` (``None``: off).
-    ``logits_chunk`` is the sequence chunk of the LM head (``None``: whole sequence)."""
+    ``logits_chunk`` is the sequence chunk of the LM head (``None``: whole sequence).
+
+    Gradient accumulation (exact: every split gives the same update): the step runs at least
+    ``micro_batches`` micro-batches, and more when needed so that one micro-batch holds at
+    most ``micro_batch_tokens`` tokens per device (``None``: exactly ``micro_batches``).
+    Small micro-batches keep a layer's activations in the CPU caches (tiny 16x1024 on 2 cores:
+    2k-token micro-batches are ~1.7x faster than one 16k-token batch) and bound activation
+    memory on accelerators; see `micro_batch_count`."""
 
     policy_loss: str = "ppo_clip"
     policy_options: Mapping[str, Any] = dataclasses.field(default_factory=_method_policy_options)
@@ -72,6 +79,7 @@ class UpdateConfig:
     value_coef: float = 0.0
     value_clip: float | None = 0.2
     micro_batches: int = 1
+    micro_batch_tokens: int | None = 2048
     logits_chunk: int | None = 512
 
     def validate(self) -> None:
@@ -89,6 +97,30 @@ class UpdateConfig:
             raise ValueError(f"value_clip must be > 0 (or None), got {self.value_clip}")
         if self.logits_chunk is not None and self.logits_chunk < 1:
             raise ValueError(f"logits_chunk must be >= 1 (or None), got {self.logits_chunk}")
+        if self.micro_batch_tokens is not None and self.micro_batch_tokens < 1:
+            raise ValueError("micro_batch_tokens must be >= 1 (or None), got "
+                             f"{self.micro_batch_tokens}")
+
+
+def micro_batch_count(rows: int, length: int, config: UpdateConfig, batch_shards: int = 1) -> int:
+    """How many micro-batches the update step splits a ``rows x length`` batch into.
+
+    The fewest ``k`` among ``micro_batches``, ``2 * micro_batches``, ... that split the rows of
+    every batch shard evenly (so the split moves no data) into micro-batches of at most
+    ``micro_batch_tokens`` tokens per shard; when even one row per shard is more, the largest
+    such ``k``. Without a token budget: exactly ``micro_batches``. Raises ``ValueError`` when
+    ``micro_batches`` does not divide the rows."""
+    k_min = config.micro_batches
+    if rows % k_min:
+        raise ValueError(f"batch of {rows} rows does not split into {k_min} micro-batches")
+    if config.micro_batch_tokens is None:
+        return k_min
+    shards = batch_shards if batch_shards >= 1 and rows % batch_shards == 0 else 1
+    even = [k for k in range(k_min, rows + 1, k_min) if (rows // shards) % k == 0]
+    for k in even:
+        if rows // shards // k * length <= config.micro_batch_tokens:
+            return k
+    return even[-1] if even else k_min
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,10 +312,11 @@ def _split_micro_batches(batch: TrainBatch, k: int, spec: jax.P) -> TrainBatch:
 def build_update_fn(graphdef: nnx.GraphDef, config: UpdateConfig,
                     optimizer: optax.GradientTransformation,
                     batch_spec: jax.P | None = None,
-                    grad_shardings: Any = None) -> Callable[[TrainState, TrainBatch], Any]:
-    """The un-jitted step (for tests and custom wrappers); ``make_update_step`` jits it."""
+                    grad_shardings: Any = None,
+                    batch_shards: int = 1) -> Callable[[TrainState, TrainBatch], Any]:
+    """The un-jitted step (for tests and custom wrappers); ``make_update_step`` jits it.
+    ``batch_shards``: how many devices share the batch rows (see `micro_batch_count`)."""
     config.validate()
-    k = config.micro_batches
 
     def update(state: TrainState, batch: TrainBatch) -> tuple[TrainState, dict[str, Array]]:
         if config.kl_coef > 0 and state.ref_params is None:
@@ -292,6 +325,7 @@ def build_update_fn(graphdef: nnx.GraphDef, config: UpdateConfig,
         if config.value_coef > 0 and (batch.returns is None or batch.old_values is None):
             raise ValueError("value_coef > 0 needs batch.returns and batch.old_values")
         params = state.params
+        k = micro_batch_count(*batch.input_ids.shape, config, batch_shards)
         micro = _split_micro_batches(batch, k, batch_spec if batch_spec is not None else jax.P())
 
         def constrain_grads(g: nnx.State) -> nnx.State:
@@ -361,8 +395,12 @@ def make_update_step(
     batch_spec = logical_to_spec(("batch",), None, mesh, rules)
     batch_sharding = jax.sharding.NamedSharding(mesh, batch_spec)
     replicated = jax.sharding.NamedSharding(mesh, jax.P())
+    batch_shards = 1
+    for axes in batch_spec:
+        for axis in (axes,) if isinstance(axes, str) else (axes or ()):
+            batch_shards *= mesh.shape[axis]
     update = build_update_fn(graphdef, config, optimizer, batch_spec,
-                             grad_shardings=state_shardings.params)
+                             grad_shardings=state_shardings.params, batch_shards=batch_shards)
     jitted = jax.jit(update, in_shardings=(state_shardings, batch_sharding),
                      out_shardings=(state_shardings, replicated), donate_argnums=(0,))
     return UpdateStep(jitted, mesh, rules)

@@ -12,7 +12,12 @@ from orchestra_jax.models.decoder import init_decoder
 from orchestra_jax.rl.batch import put_batch
 from orchestra_jax.rl.optimizer import make_optimizer
 from orchestra_jax.rl.train_state import init_train_state, train_state_shardings
-from orchestra_jax.rl.update_step import UpdateConfig, make_update_step, token_logprobs
+from orchestra_jax.rl.update_step import (
+    UpdateConfig,
+    make_update_step,
+    micro_batch_count,
+    token_logprobs,
+)
 from orchestra_jax.sharding import make_mesh
 from tests.rl._update_fixtures import TINY, max_abs_diff, random_batch
 
@@ -59,6 +64,10 @@ def grpo_runs(meshes):
         "sharded": _one_step(meshes["fsdp_tensor"], config, batch, steps=2),
         "micro4": _one_step(meshes["fsdp_tensor"],
                             UpdateConfig(kl_coef=0.1, logits_chunk=8, micro_batches=4), batch),
+        # 16 tokens per shard per micro-batch: 4 micro-batches of one row per fsdp shard.
+        "tokens16": _one_step(meshes["fsdp_tensor"],
+                              UpdateConfig(kl_coef=0.1, logits_chunk=8, micro_batch_tokens=16),
+                              batch),
     }
     return runs
 
@@ -95,6 +104,31 @@ def test_four_micro_batches_equal_one_batch(grpo_runs):
                  "advantage_std", "loss/entropy",
                  "tokens"):
         assert split_m[0][name] == pytest.approx(whole_m[0][name], rel=1e-5, abs=1e-6), name
+
+
+def test_token_budget_micro_batches_equal_one_batch(grpo_runs):
+    """micro_batch_tokens splits the batch by itself (here into 4) and changes nothing."""
+    _, whole_m, whole_params = grpo_runs["sharded"]
+    _, split_m, split_params = grpo_runs["tokens16"]
+    assert micro_batch_count(16, 16, UpdateConfig(micro_batch_tokens=16), batch_shards=4) == 4
+    assert max_abs_diff(whole_params[0], split_params[0]) < 1e-5
+    for name in ("loss/policy", "loss/kl", "grad_norm", "clipfrac", "ratio_max", "tokens"):
+        assert split_m[0][name] == pytest.approx(whole_m[0][name], rel=1e-5, abs=1e-6), name
+
+
+def test_micro_batch_count_keeps_micro_batches_under_the_token_budget():
+    default = UpdateConfig()
+    assert default.micro_batch_tokens == 2048
+    assert micro_batch_count(16, 1024, default) == 8  # 2 rows x 1024 tokens each
+    assert micro_batch_count(4, 256, default) == 1  # the whole batch fits
+    assert micro_batch_count(16, 4096, default) == 16  # one row is over: one row each
+    assert micro_batch_count(16, 1024, default, batch_shards=4) == 2  # per shard: 4 -> 2 rows
+    assert micro_batch_count(12, 1024, default) == 6  # only divisors of the rows
+    assert micro_batch_count(16, 1024, UpdateConfig(micro_batches=16)) == 16  # at least this
+    assert micro_batch_count(16, 1024, UpdateConfig(micro_batch_tokens=None)) == 1
+    assert micro_batch_count(16, 64, UpdateConfig(micro_batches=2, micro_batch_tokens=None)) == 2
+    with pytest.raises(ValueError, match="16 rows"):
+        micro_batch_count(16, 64, UpdateConfig(micro_batches=3))
 
 
 def test_micro_batches_exact_for_sequence_mean_aggregation(meshes):
@@ -176,7 +210,7 @@ def test_kl_without_reference_is_a_clear_error(meshes):
 
 @pytest.mark.parametrize("bad", [dict(policy_loss="ppo_clipp"), dict(agg_mode="mean"),
                                  dict(micro_batches=0), dict(kl_estimator="k9"),
-                                 dict(value_clip=0.0)])
+                                 dict(value_clip=0.0), dict(micro_batch_tokens=0)])
 def test_bad_update_config_is_rejected_before_tracing(bad):
     with pytest.raises(ValueError):
         UpdateConfig(**bad).validate()
