@@ -54,9 +54,13 @@ optimizer   name (adamw), lr, schedule ("constant" or "cosine"), warmup_steps, b
 train       steps (RL steps), mini_batch_size (turn-samples per optimizer step), ppo_epochs
             over each RL batch, micro_batches per mini-batch (gradient accumulation), seed,
             eval_every / checkpoint_every in RL steps (0: never), keep_checkpoints.
+            seq_buckets: the lengths training sequences are padded to (None: powers of two
+            from 128; the longest possible sequence is always the last bucket).
 sft         the format-only warm start before RL (steps 0: off): `episodes` scripted
             episodes of uniformly random valid calls on training tasks, then `steps` AdamW
-            steps (lr, warmup_steps) of token cross-entropy on `batch_size` of their turns;
+            steps (lr, warmup_steps) of token cross-entropy on `batch_size` of their turns,
+            after `lm_steps` steps of next-token prediction on the whole text of those turns
+            (prompts, notes, calls: features of the prompt for a from-scratch policy; 0: off);
             the result is saved to <workdir>/sft (a checkpoint `orchestra eval` reads) and is
             both the RL starting point and the KL reference.
 eval        final: at the end of a run, evaluate every policy the environment offers
@@ -72,7 +76,10 @@ world       the embedded toolworld (data.source "toolworld"): seed of the world 
             instructions, e.g. avoid the frontier model); tool_subsets, price_schedules: the
             paper's augmentations; search_k documents per search; vocab_size of the
             SentencePiece vocabulary trained on the world's text from vocabulary_tasks
-            random-policy episodes.
+            random-policy episodes; prompt_template the chat template it is trained for and
+            the episodes render: "chatml_tools" (JSON tool schemas and the Hermes
+            instructions) or "compact" (the tools named on one line, ~90 fewer tokens a
+            turn; for from-scratch policies, which learn the call format from the warm start).
 logging     tensorboard: write event files under the workdir; log_every in RL steps.
 """
 
@@ -175,9 +182,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.eval_every = 0
     config.train.checkpoint_every = 10
     config.train.keep_checkpoints = 3
+    config.train.seq_buckets = placeholder(tuple)
 
     config.sft = ml_collections.ConfigDict()
     config.sft.steps = 0
+    config.sft.lm_steps = 0
     config.sft.episodes = 512
     config.sft.batch_size = 32
     config.sft.lr = 1e-3
@@ -204,6 +213,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.world.search_k = 3
     config.world.vocab_size = 2000
     config.world.vocabulary_tasks = 200
+    config.world.prompt_template = "chatml_tools"
 
     config.logging = ml_collections.ConfigDict()
     config.logging.tensorboard = True

@@ -76,7 +76,13 @@ class FixedRoute:
 
 class ScriptedTurns:
     """A `Generator` for one episode: each request is answered with `choose(env.tools(), rng)`
-    encoded by the tokenizer. Log-probs are 0 (no model was asked); finish reason "stop"."""
+    encoded by the tokenizer, then the tokenizer's end-of-turn token (when it has one), as the
+    sampler returns a turn that ended by itself. Log-probs are 0 (no model was asked); finish
+    reason "stop".
+
+    The end-of-turn token is part of the turn a warm start teaches: without it a policy
+    learns which call to write but not to stop after it, and with a short `max_new_tokens`
+    (toolworld: 2) its second token is an untrained draw -- a second call, or noise."""
 
     def __init__(self, env: Environment, tokenizer: Tokenizer, choose: ChooseTurn, seed: int):
         self.env = env
@@ -87,6 +93,9 @@ class ScriptedTurns:
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         text = self.choose(self.env.tools(), self.rng)
         ids = list(self.tokenizer.encode(text))
+        end = self.tokenizer.eos_token_id
+        if end is not None:
+            ids.append(int(end))
         return GenerationResult(token_ids=ids, logprobs=[0.0] * len(ids), finish_reason="stop",
                                 prompt_tokens=len(request.prompt_ids))
 

@@ -19,7 +19,11 @@ from orchestra_jax.tokenization.protocol import Tokenizer
 from orchestra_jax.tokenization.reasoning import split_reasoning
 from orchestra_jax.tokenization.sentencepiece_tokenizer import SentencePieceTokenizer
 from orchestra_jax.tokenization.sentencepiece_training import train_sentencepiece
-from orchestra_jax.tokenization.templates import CHAT_SPECIAL_TOKENS, CHATML_TOOLS_TEMPLATE
+from orchestra_jax.tokenization.templates import (
+    CHAT_SPECIAL_TOKENS,
+    CHATML_COMPACT_TOOLS_TEMPLATE,
+    CHATML_TOOLS_TEMPLATE,
+)
 from orchestra_jax.tokenization.tool_calls import (
     ToolCall,
     ToolCallError,
@@ -29,6 +33,7 @@ from orchestra_jax.tokenization.tool_calls import (
 )
 
 __all__ = [
+    "CHATML_COMPACT_TOOLS_TEMPLATE",
     "CHATML_TOOLS_TEMPLATE",
     "CHAT_SPECIAL_TOKENS",
     "ArgumentProblem",

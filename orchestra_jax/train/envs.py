@@ -128,7 +128,7 @@ def _toolworld(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
     one-alias fixed routes, the avoid-the-frontier variant)."""
     from orchestra_jax.envs.toolworld import ToolWorld, WorldConfig
     from orchestra_jax.envs.toolworld.routes import turn_chooser
-    from orchestra_jax.envs.toolworld.vocabulary import train_world_tokenizer
+    from orchestra_jax.envs.toolworld.vocabulary import TEMPLATES, train_world_tokenizer
     from orchestra_jax.tokenization import load_tokenizer
     from orchestra_jax.tools.executor import ToolExecutor
     from orchestra_jax.train.evaluation import EvalSpec
@@ -140,8 +140,12 @@ def _toolworld(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
                                       cache_dir=str(workdir / "world")))
     except ValueError as exc:
         raise ConfigError(f"config key 'world': {exc}") from exc
+    if w.prompt_template not in TEMPLATES:
+        raise ConfigError(f"config key 'world.prompt_template' is {w.prompt_template!r}; "
+                          f"known: {sorted(TEMPLATES)}")
     _built_once(workdir / "tokenizer", lambda out: train_world_tokenizer(
-        world, out, vocab_size=int(w.vocab_size), n_tasks=int(w.vocabulary_tasks)))
+        world, out, vocab_size=int(w.vocab_size), n_tasks=int(w.vocabulary_tasks),
+        template=str(w.prompt_template)))
     tokenizer = load_tokenizer(workdir / "tokenizer")
     if w.train_preference not in ("neutral", "mix"):
         raise ConfigError(f"config key 'world.train_preference' is {w.train_preference!r}; "

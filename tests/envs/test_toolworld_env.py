@@ -200,18 +200,35 @@ def test_episodes_are_deterministic_across_worlds(world: ToolWorld, tmp_path) ->
     assert world.evaluate(policy, tasks) == again.evaluate(again.random_policy(3), tasks)
 
 
-def test_prompts_fit_the_token_budgets(world: ToolWorld, tmp_path) -> None:
+@pytest.mark.parametrize(("template", "first", "after_search"),
+                         [("chatml_tools", 256, 384), ("compact", 128, 256)])
+def test_prompts_fit_the_token_budgets(world: ToolWorld, tmp_path, template, first,
+                                       after_search) -> None:
     """First turn <= 256 tokens, after a search <= 384, with a 2000-piece vocabulary trained
-    on the world's text, on neutral, avoid-frontier and augmented tasks."""
-    tokenizer = train_world_tokenizer(world, tmp_path / "sp", vocab_size=2000, n_tasks=150)
+    on the world's text, on neutral, avoid-frontier and augmented tasks; the compact template
+    (tools named on one line) halves both."""
+    tokenizer = train_world_tokenizer(world, tmp_path / "sp", vocab_size=2000, n_tasks=150,
+                                      template=template)
     for tasks in (
         world.tasks("test", 120),
         world.tasks("test", 120, preference="avoid_frontier"),
         world.tasks("train", 120, preference="mix", tool_subsets=True, price_schedules=True),
     ):
         lengths = prompt_lengths(world, tokenizer, tasks)
-        assert lengths["first_max"] <= 256, lengths
-        assert lengths["after_search_max"] <= 384, lengths
+        assert lengths["first_max"] <= first, lengths
+        assert lengths["after_search_max"] <= after_search, lengths
+    env = world.make_env()
+    env.reset(world.tasks("test", 1)[0])
+    prompt = tokenizer.apply_chat_template(env.messages(), tools=env.tools(),
+                                           add_generation_prompt=True)
+    assert prompt == render_prompt(env.messages(), env.tools(), template)
+    assert ("Tools: search enhance_reasoning answer<|im_end|>" in prompt) == (
+        template == "compact")
+
+
+def test_an_unknown_prompt_template_is_named() -> None:
+    with pytest.raises(ValueError, match=r"'hermes'.*known"):
+        render_prompt([{"role": "user", "content": "hi"}], [], "hermes")
 
 
 def test_search_turn_notes_show_what_was_found(world: ToolWorld) -> None:
@@ -254,7 +271,9 @@ def test_the_training_loops_episodes_agree_with_the_scripted_harness(
             assert world.count_calls(trajectory) == {
                 a: result.calls_per_alias.get(a, 0) for a in world.aliases
             }
-            assert all(len(s.completion_ids) == 1 for s in trajectory.samples)  # one piece
+            # One piece per call, then the end of the turn.
+            assert all(len(s.completion_ids) == 2 and s.completion_ids[-1]
+                       == tokenizer.eos_token_id for s in trajectory.samples)
             assert not any(s.malformed for s in trajectory.samples)
     assert world.preference_of(tasks[0])[world.aliases.index(world.frontier_alias)] < 0
     choosers = world.scripted_choosers()

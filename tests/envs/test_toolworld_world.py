@@ -106,7 +106,7 @@ def test_avoid_frontier_gives_the_same_tasks_under_an_instruction(world: ToolWor
         assert len(b.preference_vector) == len(world.aliases) + 3
         assert b.preference_vector[frontier] < 0
         assert all(b.preference_vector[i] == 0 for i in range(6) if i != frontier)
-        assert a.preference_vector == (0.0,) * 6 + (1.0, 1.0, 1.0)
+        assert a.preference_vector == (0.0,) * 6 + (1.0, 0.5, 0.5)
 
 
 def test_mixed_preferences_follow_the_mixture(world: ToolWorld) -> None:

@@ -85,6 +85,23 @@ def test_unknown_environment_exits_2_naming_data_source(tmp_path, capsys):
     assert "data.source" in err and "toy_target_call" in err
 
 
+def test_bad_sequence_buckets_exit_2_naming_the_key(tmp_path, capsys):
+    assert _train(tmp_path / "run", "--config.train.seq_buckets=(0, 64)") == 2
+    assert "train.seq_buckets" in capsys.readouterr().err
+
+
+def test_sequence_buckets_come_from_the_config_and_end_at_the_longest_sequence():
+    from orchestra_jax.train.config import load_config
+    from orchestra_jax.train.loop import _buckets
+
+    toolworld = load_config(str(REPO / "experiments" / "toolworld_tiny.py"), [])
+    # max_prompt_tokens 512 + max_new_tokens 2, rounded up to a multiple of 8.
+    assert _buckets(toolworld) == (128, 160, 192, 224, 256, 320, 384, 520)
+    plain = load_config(str(REPO / "experiments" / "toolworld_tiny.py"),
+                        ["--config.train.seq_buckets=None"])
+    assert _buckets(plain) == (128, 256, 512, 520)
+
+
 def test_missing_config_file_exits_2_naming_the_path(tmp_path, capsys):
     missing = tmp_path / "no_such_recipe.py"
     assert main(["train", "--config", str(missing), "--workdir", str(tmp_path / "run")]) == 2

@@ -29,7 +29,12 @@ from orchestra_jax.tokenization import (
     train_sentencepiece,
 )
 from orchestra_jax.tools.executor import ToolExecutor
-from orchestra_jax.train.sft import SFTConfig, sequences_of, supervised_warm_start
+from orchestra_jax.train.sft import (
+    SFTConfig,
+    language_model_sequences,
+    sequences_of,
+    supervised_warm_start,
+)
 
 
 def _tokenizer(tmp_path):
@@ -69,22 +74,29 @@ def test_scripted_episodes_run_the_env_and_mask_only_the_scripted_tokens(tmp_pat
     completion = trajectories[0].samples[0].completion_ids
     assert int(seq.loss_mask.sum()) == len(completion)
     assert list(seq.token_ids[-len(completion):]) == completion
+    # A whole turn, as the sampler returns one: the call, then the end-of-turn token.
+    assert completion[-1] == tokenizer.eos_token_id and len(completion) > 1
+    assert tokenizer.decode([tokenizer.eos_token_id]) not in trajectories[0].samples[0].text
     again = asyncio.run(scripted_episodes(
         [{"id": i} for i in range(40)], TargetCallEnv, tokenizer=tokenizer,
         executor=ToolExecutor(), seed=3, max_turns=2))
     assert [t.samples[0].text for t in again] == [t.samples[0].text for t in trajectories]
 
 
-def _sampled_calls(model, tokenizer, mesh, episodes: int) -> list[str | None]:
+def _sampled_turns(model, tokenizer, mesh, episodes: int, max_new_tokens: int = 40) -> list:
     sampler = Sampler(model, mesh, pad_id=tokenizer.pad_token_id,
                       stop_token_ids=tokenizer.stop_token_ids, seed=0)
     specs = grouped_episodes([{"id": 0}], TargetCallEnv, episodes)
     trajectories = asyncio.run(run_episodes(
         specs, generator=Batcher(sampler, max_batch_size=episodes), tokenizer=tokenizer,
-        executor=ToolExecutor(), sampling=SamplingParams(max_new_tokens=40, seed=1),
+        executor=ToolExecutor(), sampling=SamplingParams(max_new_tokens=max_new_tokens, seed=1),
         max_turns=1, timeout_s=120.0))
-    return [t.samples[0].calls[0].name if t.samples and t.samples[0].calls else None
-            for t in trajectories]
+    return [t.samples[0] for t in trajectories]
+
+
+def _sampled_calls(model, tokenizer, mesh, episodes: int) -> list[str | None]:
+    return [turn.calls[0].name if turn.calls else None
+            for turn in _sampled_turns(model, tokenizer, mesh, episodes)]
 
 
 def test_warm_start_teaches_the_call_format_and_no_routing(tmp_path):
@@ -120,3 +132,20 @@ def test_warm_start_teaches_the_call_format_and_no_routing(tmp_path):
     counts = Counter(valid)
     # No routing was taught: every tool is still drawn, none dominates.
     assert set(counts) == set(TOOL_NAMES) and max(counts.values()) <= 0.5 * len(valid), counts
+    # It also learned to end its turn after the call: with room for the call and one more
+    # token (what the toolworld recipe allows), the turns stay clean.
+    tight = _sampled_turns(nnx.merge(graphdef, new_params), tokenizer, mesh, 64,
+                           max_new_tokens=len(trajectories[0].samples[0].completion_ids))
+    clean = [t for t in tight if t.calls and t.finish_reason == "stop" and not t.format_errors]
+    assert len(clean) >= 0.9 * len(tight), [(t.text, t.finish_reason) for t in tight]
+
+
+def test_language_model_sequences_put_every_token_but_the_first_in_the_loss():
+    ids = np.arange(10, 16)
+    mask = np.asarray([0, 0, 0, 0, 1, 1], np.int32)
+    logprobs = np.zeros(6, np.float32)
+    ((new_ids, new_mask, new_logprobs),) = language_model_sequences([(ids, mask, logprobs)])
+    np.testing.assert_array_equal(new_ids, ids)
+    np.testing.assert_array_equal(new_mask, [0, 1, 1, 1, 1, 1])
+    assert new_mask.dtype == mask.dtype and new_logprobs is logprobs
+    np.testing.assert_array_equal(mask, [0, 0, 0, 0, 1, 1])  # the input is not changed

@@ -11,6 +11,15 @@ alias. An "avoid X" instruction needs the opposite, so an avoided alias gets wei
 the group min-max normalisation, the rollout of a group that called X most loses 1, and one
 that never called it loses nothing. Aliases the instruction does not mention get 0.
 
+Efficiency weights: a neutral user weights cost and latency 0.5 each against the outcome's 1
+(an efficiency instruction raises its own to 1 and drops the other). With the group min-max
+normalisation, weights of 1 made the cheapest lucky guess worth up to three times a correct
+but dearer route (outcome 1 + cost 1 + latency 1 against outcome 1 + 0 + 0, whatever the
+prices), so a group that mostly guessed taught its one correct search to guess too: a tiny
+policy trained that way settled on answering every task at once with the cheapest expert
+(45 % on the test tasks). At 0.5 a correct route still gains up to one point for being the
+group's cheapest and fastest, but a guess that is right one time in five no longer pays.
+
 Augmentations (paper, training only): a random subset of experts (and of the two optional
 tools) per task, and a random price schedule per task (each alias's catalog price scaled by a
 log-uniform factor), so the policy learns to read the roster rather than memorise it.
@@ -34,8 +43,8 @@ class Preference:
     name: str
     instruction: str | None
     outcome: float = 1.0
-    cost: float = 1.0
-    latency: float = 1.0
+    cost: float = 0.5
+    latency: float = 0.5
     avoid: tuple[str, ...] = ()
 
     def avoided(self, frontier: str, api_aliases: Sequence[str]) -> set[str]:
@@ -60,8 +69,8 @@ PREFERENCES: dict[str, Preference] = {
     for p in (
         Preference("neutral", None),
         Preference("avoid_frontier", "Avoid {frontier}.", avoid=("frontier",)),
-        Preference("minimise_cost", "Keep the cost low.", latency=0.0),
-        Preference("minimise_latency", "Answer fast.", cost=0.0),
+        Preference("minimise_cost", "Keep the cost low.", cost=1.0, latency=0.0),
+        Preference("minimise_latency", "Answer fast.", cost=0.0, latency=1.0),
         Preference("prefer_open", "Use open models only.", avoid=("api",)),
     )
 }

@@ -20,6 +20,7 @@ from orchestra_jax.envs.toolworld.tasks import WorldTask
 from orchestra_jax.envs.toolworld.world import ToolWorld
 from orchestra_jax.sync import run_coroutine
 from orchestra_jax.tokenization import (
+    CHATML_COMPACT_TOOLS_TEMPLATE,
     CHATML_TOOLS_TEMPLATE,
     SentencePieceTokenizer,
     render_chat_template,
@@ -27,11 +28,31 @@ from orchestra_jax.tokenization import (
 )
 from orchestra_jax.tools.qa_tools import ANSWER, SEARCH, TOOL_NAMES
 
+#: The chat templates a world vocabulary can be trained for (`train_world_tokenizer`'s
+#: `template`): "compact" names the tools on one line, "chatml_tools" lists their JSON schemas
+#: with the Hermes instructions (`orchestra_jax.tokenization.templates`).
+TEMPLATES: dict[str, str] = {
+    "compact": CHATML_COMPACT_TOOLS_TEMPLATE,
+    "chatml_tools": CHATML_TOOLS_TEMPLATE,
+}
 
-def render_prompt(messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]]) -> str:
-    """The prompt text the episode loop renders for these messages and tool schemas."""
+
+def template_source(template: str) -> str:
+    """The Jinja source of a template named in `TEMPLATES`; ValueError naming it otherwise."""
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown prompt template {template!r}; known: {sorted(TEMPLATES)}")
+    return TEMPLATES[template]
+
+
+def render_prompt(
+    messages: Sequence[dict[str, Any]],
+    tools: Sequence[dict[str, Any]],
+    template: str = "chatml_tools",
+) -> str:
+    """The prompt text the episode loop renders for these messages and tool schemas with the
+    vocabulary's `template` (a name in `TEMPLATES`)."""
     return render_chat_template(
-        CHATML_TOOLS_TEMPLATE, list(messages), tools=list(tools), add_generation_prompt=True
+        template_source(template), list(messages), tools=list(tools), add_generation_prompt=True
     )
 
 
@@ -40,26 +61,34 @@ def call_texts(aliases: Sequence[str]) -> list[str]:
     return [call_text(tool, alias) for tool in TOOL_NAMES for alias in aliases]
 
 
-async def _turn_prompts(world: ToolWorld, tasks: Sequence[WorldTask], policy: Any) -> list[str]:
+async def _turn_prompts(
+    world: ToolWorld, tasks: Sequence[WorldTask], policy: Any, template: str
+) -> list[str]:
     results = await run_scripted(world, policy, tasks, transcript=True)
     env = world.make_env()
     prompts = []
     for task, result in zip(tasks, results, strict=True):
         env.reset(task)
         schemas = env.tools()
-        prompts += [render_prompt(messages, schemas) for messages, _ in result.transcript]
+        prompts += [render_prompt(m, schemas, template) for m, _ in result.transcript]
     return prompts
 
 
-def training_texts(world: ToolWorld, n_tasks: int = 400, *, seed: int = 0) -> list[str]:
+def training_texts(
+    world: ToolWorld, n_tasks: int = 400, *, seed: int = 0, template: str = "chatml_tools"
+) -> list[str]:
     """Text to train the world's vocabulary on: prompts of every turn of random-policy
-    episodes on training tasks (mixed preferences, augmented), the calls, the documents."""
+    episodes on training tasks (mixed preferences, augmented) rendered with `template`, the
+    calls, the documents."""
+    template_source(template)
     tasks = world.tasks(
         "train", n_tasks, preference="mix", tool_subsets=True, price_schedules=True
     )
     plain = world.tasks("train", n_tasks)
-    prompts = run_coroutine(_turn_prompts(world, tasks, world.random_policy(seed)))
-    prompts += run_coroutine(_turn_prompts(world, plain, world.random_policy(seed + 1)))
+    prompts = run_coroutine(_turn_prompts(world, tasks, world.random_policy(seed), template))
+    prompts += run_coroutine(
+        _turn_prompts(world, plain, world.random_policy(seed + 1), template)
+    )
     calls = call_texts(world.aliases) * 20
     documents = [f"{d.title}\n{d.text}" for d in world.encyclopedia.documents]
     return [*prompts, *calls, *documents]
@@ -72,21 +101,25 @@ def train_world_tokenizer(
     vocab_size: int = 2000,
     n_tasks: int = 400,
     call_pieces: bool = True,
+    template: str = "chatml_tools",
 ) -> SentencePieceTokenizer:
-    """A SentencePiece vocabulary trained on `training_texts`, saved to `out_dir`.
+    """A SentencePiece vocabulary trained on `training_texts`, saved to `out_dir` with
+    `template` (a name in `TEMPLATES`) as its chat template, which the episode loop renders.
 
     `call_pieces` makes every complete call (`<tool_call>{...}</tool_call>`) one piece, so a
     policy's turn is a single token, as in the toy world.
     """
-    texts = training_texts(world, n_tasks)
+    texts = training_texts(world, n_tasks, template=template)
     extra = call_texts(world.aliases) if call_pieces else []
-    return train_sentencepiece(texts, out_dir, vocab_size, extra_special_tokens=extra)
+    return train_sentencepiece(texts, out_dir, vocab_size, extra_special_tokens=extra,
+                               chat_template=template_source(template))
 
 
 def prompt_lengths(
     world: ToolWorld, tokenizer: Any, tasks: Sequence[WorldTask], *, searcher: str = "mini"
 ) -> dict[str, float]:
-    """Token counts of the first-turn prompt and of the prompt after one search by `searcher`.
+    """Token counts of the first-turn prompt and of the prompt after one search by `searcher`,
+    rendered as the episode loop renders them (the tokenizer's own chat template).
 
     Returns max and mean of each over `tasks` (`first_max`, `first_mean`, `after_search_max`,
     `after_search_mean`).
@@ -103,7 +136,8 @@ def prompt_lengths(
         env.reset(task)
         schemas = env.tools()
         lengths = [
-            len(tokenizer.encode(render_prompt(messages, schemas)))
+            len(tokenizer.encode(tokenizer.apply_chat_template(
+                messages, tools=schemas, add_generation_prompt=True)))
             for messages, _ in result.transcript
         ]
         first.append(lengths[0])
@@ -118,9 +152,11 @@ def prompt_lengths(
 
 
 __all__ = [
+    "TEMPLATES",
     "call_texts",
     "prompt_lengths",
     "render_prompt",
+    "template_source",
     "train_world_tokenizer",
     "training_texts",
 ]
