@@ -134,4 +134,3 @@ CHATML_TOOLS_TEMPLATE = _CHATML_SOURCE.replace("@@TOOLS_SECTION@@",
 #: in each sampler prefill and each update step (about 90 fewer tokens of ~235 per turn).
 CHATML_COMPACT_TOOLS_TEMPLATE = _CHATML_SOURCE.replace("@@TOOLS_SECTION@@",
                                                        _COMPACT_TOOLS_SECTION.lstrip("\n"))
-

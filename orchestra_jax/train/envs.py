@@ -128,7 +128,7 @@ def _toolworld(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
     one-alias fixed routes, the avoid-the-frontier variant)."""
     from orchestra_jax.envs.toolworld import ToolWorld, WorldConfig
     from orchestra_jax.envs.toolworld.routes import turn_chooser
-    from orchestra_jax.envs.toolworld.vocabulary import TEMPLATES, train_world_tokenizer
+    from orchestra_jax.envs.toolworld.vocabulary import template_source, train_world_tokenizer
     from orchestra_jax.tokenization import load_tokenizer
     from orchestra_jax.tools.executor import ToolExecutor
     from orchestra_jax.train.evaluation import EvalSpec
@@ -140,9 +140,10 @@ def _toolworld(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
                                       cache_dir=str(workdir / "world")))
     except ValueError as exc:
         raise ConfigError(f"config key 'world': {exc}") from exc
-    if w.prompt_template not in TEMPLATES:
-        raise ConfigError(f"config key 'world.prompt_template' is {w.prompt_template!r}; "
-                          f"known: {sorted(TEMPLATES)}")
+    try:
+        template_source(str(w.prompt_template))
+    except ValueError as exc:
+        raise ConfigError(f"config key 'world.prompt_template': {exc}") from exc
     _built_once(workdir / "tokenizer", lambda out: train_world_tokenizer(
         world, out, vocab_size=int(w.vocab_size), n_tasks=int(w.vocabulary_tasks),
         template=str(w.prompt_template)))

@@ -85,6 +85,14 @@ def test_unknown_environment_exits_2_naming_data_source(tmp_path, capsys):
     assert "data.source" in err and "toy_target_call" in err
 
 
+def test_unknown_prompt_template_exits_2_naming_the_key(tmp_path, capsys):
+    recipe = str(REPO / "experiments" / "toolworld_tiny.py")
+    assert main(["train", "--config", recipe, "--workdir", str(tmp_path / "run"),
+                 "--config.world.prompt_template=hermes"]) == 2
+    err = capsys.readouterr().err
+    assert "world.prompt_template" in err and "'hermes'" in err and "compact" in err
+
+
 def test_bad_sequence_buckets_exit_2_naming_the_key(tmp_path, capsys):
     assert _train(tmp_path / "run", "--config.train.seq_buckets=(0, 64)") == 2
     assert "train.seq_buckets" in capsys.readouterr().err
