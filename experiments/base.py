@@ -214,6 +214,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.world.vocab_size = 2000
     config.world.vocabulary_tasks = 200
     config.world.prompt_template = "chatml_tools"
+    config.world.call_pieces = "call"
 
     config.logging = ml_collections.ConfigDict()
     config.logging.tensorboard = True

@@ -128,7 +128,11 @@ def _toolworld(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
     one-alias fixed routes, the avoid-the-frontier variant)."""
     from orchestra_jax.envs.toolworld import ToolWorld, WorldConfig
     from orchestra_jax.envs.toolworld.routes import turn_chooser
-    from orchestra_jax.envs.toolworld.vocabulary import template_source, train_world_tokenizer
+    from orchestra_jax.envs.toolworld.vocabulary import (
+        CALL_PIECES,
+        template_source,
+        train_world_tokenizer,
+    )
     from orchestra_jax.tokenization import load_tokenizer
     from orchestra_jax.tools.executor import ToolExecutor
     from orchestra_jax.train.evaluation import EvalSpec
@@ -144,9 +148,12 @@ def _toolworld(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
         template_source(str(w.prompt_template))
     except ValueError as exc:
         raise ConfigError(f"config key 'world.prompt_template': {exc}") from exc
+    if w.call_pieces not in CALL_PIECES:
+        raise ConfigError(f"config key 'world.call_pieces' is {w.call_pieces!r}; "
+                          f"expected one of {', '.join(CALL_PIECES)}")
     _built_once(workdir / "tokenizer", lambda out: train_world_tokenizer(
         world, out, vocab_size=int(w.vocab_size), n_tasks=int(w.vocabulary_tasks),
-        template=str(w.prompt_template)))
+        template=str(w.prompt_template), call_pieces=str(w.call_pieces)))
     tokenizer = load_tokenizer(workdir / "tokenizer")
     if w.train_preference not in ("neutral", "mix"):
         raise ConfigError(f"config key 'world.train_preference' is {w.train_preference!r}; "

@@ -663,8 +663,8 @@ def _warm_start(run: _Run, writer: MetricsWriter, progress: ProgressLine) -> Any
         max_prompt_tokens=int(rollout.max_prompt_tokens)))
     sequences = sequences_of(trajectories)
     if not sequences:
-        raise ConfigError("config key 'sft.episodes': no scripted episode ended with an "
-                          "answer, so there is nothing to warm-start on")
+        raise ConfigError("config key 'sft.episodes': no scripted episode played only "
+                          "well-formed calls, so there is nothing to warm-start on")
     progress.write(f"sft: {len(sequences)} turns from {len(tasks)} random-route episodes")
 
     def on_step(step: int, record: dict[str, float]) -> None:

@@ -126,12 +126,21 @@ def language_model_sequences(sequences: Sequence[Triple]) -> list[Triple]:
     return out
 
 
+#: Endings whose turns a format teacher shows: every turn of them is a well-formed call.
+FORMAT_ENDINGS = ("answered", "max_turns")
+
+
 def sequences_of(trajectories: Sequence[Any]) -> list[Triple]:
-    """The training sequences of scripted trajectories that ended well (answered, no
-    malformed turn): what a format teacher should show."""
+    """The training sequences of scripted trajectories whose every turn is a well-formed call
+    (they answered, or ran out of turns; none malformed): what a format teacher should show.
+
+    Episodes that ran out of turns stay in: dropping them would keep only the routes that
+    happened to answer early, so a uniformly random route would teach `answer` on 57% of
+    turns (and first turns 47% `answer`) instead of a third -- a routing bias towards
+    answering at once that RL then has to unlearn before it can explore a search."""
     out: list[Triple] = []
     for t in trajectories:
-        if t.termination != "answered" or t.malformed_turns:
+        if t.termination not in FORMAT_ENDINGS or t.malformed_turns:
             continue
         for seq in t.sequences():
             if np.any(seq.loss_mask[1:] != 0):
@@ -139,5 +148,5 @@ def sequences_of(trajectories: Sequence[Any]) -> list[Triple]:
     return out
 
 
-__all__ = ["SFTConfig", "language_model_sequences", "sequences_of", "sft_update_config",
-           "supervised_warm_start"]
+__all__ = ["FORMAT_ENDINGS", "SFTConfig", "language_model_sequences", "sequences_of",
+           "sft_update_config", "supervised_warm_start"]

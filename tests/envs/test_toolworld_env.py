@@ -14,6 +14,7 @@ from orchestra_jax.envs.toolworld.environment import CodeRunner, tool_schemas
 from orchestra_jax.envs.toolworld.routes import Route
 from orchestra_jax.envs.toolworld.situations import situation
 from orchestra_jax.envs.toolworld.vocabulary import (
+    call_piece_texts,
     prompt_lengths,
     render_prompt,
     train_world_tokenizer,
@@ -226,6 +227,20 @@ def test_prompts_fit_the_token_budgets(world: ToolWorld, tmp_path, template, fir
         template == "compact")
 
 
+def test_split_call_pieces_are_three_tools_then_six_aliases(world: ToolWorld) -> None:
+    pieces = call_piece_texts(world.aliases, "split")
+    tools, aliases = pieces[:3], pieces[3:]
+    assert len(aliases) == len(world.aliases) == 6
+    for name, piece in zip(("search", "enhance_reasoning", "answer"), tools, strict=True):
+        assert f'"{name}"' in piece and not any(a in piece for a in world.aliases), piece
+    assert {t + a for t in tools for a in aliases} == {
+        call_text(tool, alias) for tool in ("search", "enhance_reasoning", "answer")
+        for alias in world.aliases}
+    assert call_piece_texts(world.aliases, "none") == []
+    with pytest.raises(ValueError, match=r"call_pieces.*'both'"):
+        call_piece_texts(world.aliases, "both")
+
+
 def test_an_unknown_prompt_template_is_named() -> None:
     with pytest.raises(ValueError, match=r"'hermes'.*known"):
         render_prompt([{"role": "user", "content": "hi"}], [], "hermes")
@@ -241,15 +256,18 @@ def test_search_turn_notes_show_what_was_found(world: ToolWorld) -> None:
     assert "Notes:\nsearch by mini found:" in after_search
 
 
+@pytest.mark.parametrize(("call_pieces", "pieces_per_call"), [("call", 1), ("split", 2)])
 def test_the_training_loops_episodes_agree_with_the_scripted_harness(
-    world: ToolWorld, tmp_path
+    world: ToolWorld, tmp_path, call_pieces: str, pieces_per_call: int
 ) -> None:
     """The same routes and random policy, played by the rollout's episode loop (rendered
-    prompts, the world's vocabulary with one piece per call, the parser) give the same
-    outcomes, costs and per-alias calls as `run_scripted`."""
+    prompts, the world's vocabulary with one piece per call -- or a tool piece and an alias
+    piece --, the parser) give the same outcomes, costs and per-alias calls as
+    `run_scripted`."""
     from orchestra_jax.rollout.scripted import scripted_episodes
 
-    tokenizer = train_world_tokenizer(world, tmp_path / "sp", vocab_size=2000, n_tasks=100)
+    tokenizer = train_world_tokenizer(world, tmp_path / "sp", vocab_size=2000, n_tasks=100,
+                                      call_pieces=call_pieces)
     tasks = world.tasks("test", 16, preference="avoid_frontier")
     for policy in (world.routes()["route:frontier-all"], world.random_policy(5)):
         trajectories = asyncio.run(
@@ -271,8 +289,8 @@ def test_the_training_loops_episodes_agree_with_the_scripted_harness(
             assert world.count_calls(trajectory) == {
                 a: result.calls_per_alias.get(a, 0) for a in world.aliases
             }
-            # One piece per call, then the end of the turn.
-            assert all(len(s.completion_ids) == 2 and s.completion_ids[-1]
+            # One piece per call (or two when split), then the end of the turn.
+            assert all(len(s.completion_ids) == pieces_per_call + 1 and s.completion_ids[-1]
                        == tokenizer.eos_token_id for s in trajectory.samples)
             assert not any(s.malformed for s in trajectory.samples)
     assert world.preference_of(tasks[0])[world.aliases.index(world.frontier_alias)] < 0

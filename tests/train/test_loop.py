@@ -233,3 +233,11 @@ def test_eval_of_a_directory_without_a_checkpoint_exits_2(tmp_path, capsys):
     assert main(["eval", "--config", str(RECIPE), "--checkpoint", str(tmp_path),
                  "--out", str(tmp_path / "x.json")]) == 2
     assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_unknown_call_pieces_exits_2_naming_the_key(tmp_path, capsys):
+    recipe = str(REPO / "experiments" / "toolworld_tiny.py")
+    assert main(["train", "--config", recipe, "--workdir", str(tmp_path / "run"),
+                 "--config.world.call_pieces=both"]) == 2
+    err = capsys.readouterr().err
+    assert "world.call_pieces" in err and "'both'" in err and "split" in err

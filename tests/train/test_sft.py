@@ -9,6 +9,7 @@ does. Everything runs for real: env, executor, parser, sampler, batcher, the jit
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections import Counter
 
@@ -30,6 +31,7 @@ from orchestra_jax.tokenization import (
 )
 from orchestra_jax.tools.executor import ToolExecutor
 from orchestra_jax.train.sft import (
+    FORMAT_ENDINGS,
     SFTConfig,
     language_model_sequences,
     sequences_of,
@@ -81,6 +83,20 @@ def test_scripted_episodes_run_the_env_and_mask_only_the_scripted_tokens(tmp_pat
         [{"id": i} for i in range(40)], TargetCallEnv, tokenizer=tokenizer,
         executor=ToolExecutor(), seed=3, max_turns=2))
     assert [t.samples[0].text for t in again] == [t.samples[0].text for t in trajectories]
+
+
+def test_format_data_keeps_episodes_that_ran_out_of_turns(tmp_path):
+    """A format teacher shows every episode whose turns are all well-formed calls: dropping
+    those that ran out of turns would keep only routes that happened to answer early, a
+    routing bias the warm start must not teach. Timeouts and errors stay out."""
+    tokenizer = _tokenizer(tmp_path)
+    (played,) = asyncio.run(scripted_episodes(
+        [{"id": 0}], TargetCallEnv, tokenizer=tokenizer, executor=ToolExecutor(), seed=0,
+        max_turns=1))
+    kept = {ending: len(sequences_of([dataclasses.replace(played, termination=ending)]))
+            for ending in ("answered", "max_turns", "timeout", "error")}
+    assert kept == {"answered": 1, "max_turns": 1, "timeout": 0, "error": 0}
+    assert set(FORMAT_ENDINGS) == {"answered", "max_turns"}
 
 
 def _sampled_turns(model, tokenizer, mesh, episodes: int, max_new_tokens: int = 40) -> list:
