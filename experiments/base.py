@@ -215,6 +215,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.world.vocabulary_tasks = 200
     config.world.prompt_template = "chatml_tools"
     config.world.call_pieces = "call"
+    config.world.last_turn_note = False  # True: the last turn's prompt says so; random answers
 
     config.logging = ml_collections.ConfigDict()
     config.logging.tensorboard = True

@@ -10,7 +10,7 @@ import pytest
 
 from orchestra_jax.envs.base import Environment
 from orchestra_jax.envs.toolworld import ToolWorld, WorldConfig, call_text
-from orchestra_jax.envs.toolworld.environment import CodeRunner, tool_schemas
+from orchestra_jax.envs.toolworld.environment import LAST_TURN_NOTE, CodeRunner, tool_schemas
 from orchestra_jax.envs.toolworld.routes import Route
 from orchestra_jax.envs.toolworld.situations import situation
 from orchestra_jax.envs.toolworld.vocabulary import (
@@ -254,6 +254,24 @@ def test_search_turn_notes_show_what_was_found(world: ToolWorld) -> None:
     after_search = result.transcript[1][0][1]["content"]
     assert after_search.startswith(task.question)
     assert "Notes:\nsearch by mini found:" in after_search
+
+
+def test_only_the_last_allowed_turn_says_it_is_the_last(world: ToolWorld) -> None:
+    task = family_tasks(world, "multihop", 1)[0]
+    route = Route("probe", (("search", "mini"), ("enhance_reasoning", "coder"), ("answer", "mini")))
+    noted = ToolWorld(dataclasses.replace(world.config, last_turn_note=True))
+    (result,) = noted.evaluate(route, [task], transcript=True)
+    users = [messages[1]["content"] for messages, _ in result.transcript]
+    assert noted.max_turns == len(users) == 3
+    assert [u.endswith(f"\n{LAST_TURN_NOTE}") for u in users] == [False, False, True]
+    assert users[2].startswith(task.question) and "Notes:\nsearch by mini found:" in users[2]
+
+    (plain,) = world.evaluate(route, [task], transcript=True)
+    assert not any(LAST_TURN_NOTE in m[1]["content"] for m, _ in plain.transcript)
+    one_turn = noted.make_env()
+    one_turn.max_turns = 1
+    one_turn.reset(task)
+    assert one_turn.messages()[1]["content"] == f"{task.question}\n{LAST_TURN_NOTE}"
 
 
 @pytest.mark.parametrize(("call_pieces", "pieces_per_call"), [("call", 1), ("split", 2)])

@@ -3,6 +3,7 @@ the calibration claims of toolworld, pinned qualitatively (not to exact numbers)
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 
@@ -67,6 +68,21 @@ def test_random_policy_makes_only_valid_calls_deterministically(world: ToolWorld
         for tool, arguments in result.calls:
             assert tool in task.tools and arguments["model"] in task.aliases
         assert 1 <= result.turns <= world.max_turns
+
+
+def test_random_policy_answers_on_the_last_turn_so_no_episode_ends_unanswered(
+    world: ToolWorld,
+) -> None:
+    tasks = world.tasks("train", 80, tool_subsets=True)
+    noted = ToolWorld(dataclasses.replace(world.config, last_turn_note=True))
+    results = noted.evaluate(noted.random_policy(3), tasks)
+    assert all(r.final_answer is not None for r in results)
+    assert all(r.calls[-1][0] == "answer" for r in results)
+    earlier = [tool for r in results for tool, _ in r.calls[:-1]]
+    assert "search" in earlier and "enhance_reasoning" in earlier  # still random before that
+    played = world.evaluate(world.random_policy(3), tasks)
+    unanswered = [r for r in played if r.final_answer is None]
+    assert len(unanswered) > 10  # without the note, (2/3)^3 of 3-tool episodes run out
 
 
 def test_turn_chooser_writes_calls_the_parser_accepts_in_both_schema_styles(

@@ -21,6 +21,10 @@ path) that changes four things:
    there. Measured times are kept in each call's `info` and in `CodeRunner.wall_s`. (This
    overrides `QATools._result`, the one place both charges pass through; a `charge` hook on
    `QATools` would be the cleaner seam.)
+
+Given `max_turns`, the user message of the last turn ends with `LAST_TURN_NOTE`: the
+episode ends after that turn whatever is called, and a policy that cannot count its turns
+would otherwise lose an episode it could still answer (see `ToolWorldEnv`).
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ TOOL_DESCRIPTIONS = {
     ENHANCE_REASONING: "The expert writes a Python program; its output joins the notes.",
     ANSWER: "The expert gives the final answer; this ends the task.",
 }
+#: Closes the user message of an episode's last allowed turn (`ToolWorldEnv(max_turns=...)`).
+LAST_TURN_NOTE = "Last turn: answer now."
 #: Prompt tokens and completion tokens of a typical expert call (what the roster's cost means).
 TYPICAL_TOKENS_IN = 200
 COST_UNIT_USD = 1e-5
@@ -209,6 +215,14 @@ class ToolWorldEnv(QAEnvironment):
     `cards` (alias -> `AliasCard`) feed the roster. `context_budget` bounds the notes in the
     user message as counted by `measure` (characters by default). `schema_style` picks the
     tool schemas' form (`tool_schemas`).
+
+    `max_turns` (the episode loop's limit; None: no note) makes the last turn's user message
+    end with `LAST_TURN_NOTE`. Why: an episode that runs out of turns without an answer scores
+    0, so without the note "the episode contains an answer" correlates with reward in every
+    family, and GRPO pushes `answer` on every turn -- first turns included, since nothing in
+    the prompt tells a first turn from a last one. The note is routing-free (it names no
+    expert, and says nothing about which tool suits the task): it only says when the budget
+    is spent.
     """
 
     def __init__(
@@ -219,8 +233,13 @@ class ToolWorldEnv(QAEnvironment):
         context_budget: int = 1200,
         measure: Callable[[str], int] = len,
         schema_style: str = "compact",
+        max_turns: int | None = None,
     ) -> None:
         super().__init__(tools, context_budget=context_budget, measure=measure, rel_tol=0.0)
+        if max_turns is not None and max_turns < 1:
+            raise ValueError(f"max_turns must be None or >= 1, got {max_turns}")
+        self.max_turns = max_turns
+        self._turns_taken = 0
         tool_schemas((), style=schema_style)  # fail early on a bad style
         self.base_tools = tools
         self.cards = dict(cards)
@@ -243,6 +262,7 @@ class ToolWorldEnv(QAEnvironment):
         self.qa_tools = self.base_tools.repriced(schedule) if schedule else self.base_tools
         super().reset(task)
         self._found = {}
+        self._turns_taken = 0
         state = self._require_task()
         state.hints = expert_hints(task, state)
 
@@ -270,15 +290,22 @@ class ToolWorldEnv(QAEnvironment):
         task = self.world_task
         system = SYSTEM_PROMPT.format(roster=self.roster())
         head = task.question + (f" {task.instruction}" if task.instruction else "")
+        tail = f"\n{LAST_TURN_NOTE}" if self.last_turn else ""
         notes = self.note_lines()
         if not notes:
-            return [{"role": "system", "content": system}, {"role": "user", "content": head}]
-        room = self.context_budget - self.measure(f"{head}\nNotes:\n")
+            return [{"role": "system", "content": system},
+                    {"role": "user", "content": head + tail}]
+        room = self.context_budget - self.measure(f"{head}\nNotes:\n{tail}")
         body = "\n".join(fit_from_front(notes, max(room, 0), self.measure))
         return [
             {"role": "system", "content": system},
-            {"role": "user", "content": f"{head}\nNotes:\n{body}"},
+            {"role": "user", "content": f"{head}\nNotes:\n{body}{tail}"},
         ]
+
+    @property
+    def last_turn(self) -> bool:
+        """Whether the next turn is the episode's last allowed one (False without max_turns)."""
+        return self.max_turns is not None and self._turns_taken == self.max_turns - 1
 
     def note_lines(self) -> list[str]:
         """The notes, oldest first: what each search newly found, each program's output, and
@@ -307,6 +334,7 @@ class ToolWorldEnv(QAEnvironment):
         state.hints = expert_hints(self.world_task, state)
         known = len(state.documents)
         output = await super().step(assistant_text, calls, executor, turn)
+        self._turns_taken += 1
         for record in output.records:
             if record.tool == SEARCH and record.error_kind is None and record.alias:
                 self._found[turn] = (record.alias, list(state.documents[known:]))
@@ -336,6 +364,7 @@ class ToolWorldEnv(QAEnvironment):
 
 
 __all__ = [
+    "LAST_TURN_NOTE",
     "SYSTEM_PROMPT",
     "TOOL_DESCRIPTIONS",
     "AliasCard",

@@ -119,15 +119,20 @@ def specialist_routes(
 
 
 class RandomPolicy:
-    """One uniformly random valid call per turn: a tool the task offers, an alias it offers."""
+    """One uniformly random valid call per turn: a tool the task offers, an alias it offers;
+    on turn `last_turn` (when given) always `answer`, by a random alias -- what the
+    environment's last-turn note asks, so no random episode ends unanswered."""
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, last_turn: int | None = None):
         self.seed = int(seed)
+        self.last_turn = last_turn
         self.name = f"random:{self.seed}"
 
     def choose(self, task: WorldTask, turn: int, aliases: Sequence[str]) -> list[Pick]:
         rng = seeded_rng("random-policy", self.seed, task.id, turn)
-        return [(rng.choice(list(task.tools)), rng.choice(list(aliases)))]
+        tool = rng.choice(list(task.tools))
+        alias = rng.choice(list(aliases))
+        return [(ANSWER if turn == self.last_turn else tool, alias)]
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,8 @@ class WorldConfig:
     - `families`: task families, dealt round-robin so every split is balanced.
     - `search_k`: documents per search (few: they go into the policy's prompt).
     - `max_turns`: turns a scripted episode may take (the longest route needs 3).
+    - `last_turn_note`: the last of `max_turns` turns tells the policy so
+      (`environment.LAST_TURN_NOTE`), and the random policy answers on it.
     - `context_chars`: budget of the notes in the policy's prompt, in characters.
     - `schema_style`: "compact" (names only; fits the 256-token budget) or "openai" tool
       schemas (`environment.tool_schemas`).
@@ -85,6 +87,7 @@ class WorldConfig:
     families: tuple[str, ...] = FAMILIES
     search_k: int = 3
     max_turns: int = 3
+    last_turn_note: bool = False
     context_chars: int = 1200
     schema_style: str = "compact"
     search_charge_s: float | None = 0.005
@@ -237,6 +240,7 @@ class ToolWorld:
             context_budget=context_budget or self.config.context_chars,
             measure=measure,
             schema_style=schema_style or self.config.schema_style,
+            max_turns=self.config.max_turns if self.config.last_turn_note else None,
         )
 
     def routes(self, *, mixed: bool = False) -> dict[str, Route]:
@@ -251,8 +255,10 @@ class ToolWorld:
         return make_routes(self.aliases, self.frontier_alias, mixed=mixed)
 
     def random_policy(self, seed: int = 0) -> RandomPolicy:
-        """Uniformly random valid calls, one per turn (also the SFT data source)."""
-        return RandomPolicy(seed)
+        """Uniformly random valid calls, one per turn (also the SFT data source); with
+        `last_turn_note` an answer (by a random alias) on the last turn, as the note asks."""
+        return RandomPolicy(seed, last_turn=self.config.max_turns - 1
+                            if self.config.last_turn_note else None)
 
     async def run_scripted(
         self,
