@@ -239,7 +239,6 @@ class ToolWorldEnv(QAEnvironment):
         if max_turns is not None and max_turns < 1:
             raise ValueError(f"max_turns must be None or >= 1, got {max_turns}")
         self.max_turns = max_turns
-        self._turns_taken = 0
         tool_schemas((), style=schema_style)  # fail early on a bad style
         self.base_tools = tools
         self.cards = dict(cards)
@@ -262,7 +261,6 @@ class ToolWorldEnv(QAEnvironment):
         self.qa_tools = self.base_tools.repriced(schedule) if schedule else self.base_tools
         super().reset(task)
         self._found = {}
-        self._turns_taken = 0
         state = self._require_task()
         state.hints = expert_hints(task, state)
 
@@ -305,7 +303,7 @@ class ToolWorldEnv(QAEnvironment):
     @property
     def last_turn(self) -> bool:
         """Whether the next turn is the episode's last allowed one (False without max_turns)."""
-        return self.max_turns is not None and self._turns_taken == self.max_turns - 1
+        return self.max_turns is not None and self.turns == self.max_turns - 1
 
     def note_lines(self) -> list[str]:
         """The notes, oldest first: what each search newly found, each program's output, and
@@ -334,7 +332,6 @@ class ToolWorldEnv(QAEnvironment):
         state.hints = expert_hints(self.world_task, state)
         known = len(state.documents)
         output = await super().step(assistant_text, calls, executor, turn)
-        self._turns_taken += 1
         for record in output.records:
             if record.tool == SEARCH and record.error_kind is None and record.alias:
                 self._found[turn] = (record.alias, list(state.documents[known:]))

@@ -130,7 +130,7 @@ class RandomPolicy:
 
     def choose(self, task: WorldTask, turn: int, aliases: Sequence[str]) -> list[Pick]:
         rng = seeded_rng("random-policy", self.seed, task.id, turn)
-        tool = rng.choice(list(task.tools))
+        tool = rng.choice(list(task.tools))  # drawn even when overridden: same aliases either way
         alias = rng.choice(list(aliases))
         return [(ANSWER if turn == self.last_turn else tool, alias)]
 
