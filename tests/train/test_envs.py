@@ -1,0 +1,48 @@
+"""The training loop's environment suites (`orchestra_jax/train/envs.py`): what a config key
+of `world` changes in the suite the loop trains and evaluates on."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from orchestra_jax.envs.toolworld.environment import LAST_TURN_NOTE
+from orchestra_jax.rollout.scripted import scripted_episodes
+from orchestra_jax.train.config import load_config
+from orchestra_jax.train.envs import build_env_suite
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _random_episodes(tmp_path: Path, *overrides: str) -> tuple[list, object]:
+    config = load_config(str(REPO / "experiments" / "toolworld_tiny.py"), [
+        "--config.world.train_tasks=24", "--config.world.test_tasks=8",
+        "--config.world.vocabulary_tasks=40", *overrides])
+    suite = build_env_suite(config, tmp_path / "run")
+    # The "random" chooser is the format warm start's data source and the evaluation's
+    # random policy; the test tasks are neutral, so no instruction follows the question.
+    episodes = asyncio.run(scripted_episodes(
+        suite.eval_tasks, suite.make_env, tokenizer=suite.tokenizer,
+        executor=suite.make_executor(), choose_for=suite.evaluation.scripted["random"],
+        seed=0, max_turns=int(config.rollout.max_turns)))
+    return episodes, suite.tokenizer
+
+
+def _noted(trajectory, tokenizer) -> list[bool]:
+    """Per turn: whether the prompt the policy read carries the last-turn note."""
+    return [LAST_TURN_NOTE in tokenizer.decode(sample.prompt_ids)
+            for sample in trajectory.samples]
+
+
+@pytest.mark.parametrize("note", [True, False])
+def test_world_last_turn_note_reaches_the_prompts_and_the_random_policy(tmp_path, note):
+    episodes, tokenizer = _random_episodes(tmp_path, f"--config.world.last_turn_note={note}")
+    three_turns = [t for t in episodes if len(t.samples) == 3]
+    assert three_turns, "no random episode reached the last turn"
+    for t in three_turns:
+        assert _noted(t, tokenizer) == [False, False, note]
+        if note:  # the warm start's data and the random baseline answer when told to
+            assert t.samples[-1].calls and t.samples[-1].calls[0].name == "answer"
+    assert all(not any(_noted(t, tokenizer)) for t in episodes if len(t.samples) < 3)
