@@ -22,7 +22,7 @@ def _random_episodes(tmp_path: Path, *overrides: str) -> tuple[list, object]:
         "--config.world.vocabulary_tasks=40", *overrides])
     suite = build_env_suite(config, tmp_path / "run")
     # The "random" chooser is the format warm start's data source and the evaluation's
-    # random policy; the test tasks are neutral, so no instruction follows the question.
+    # random policy.
     episodes = asyncio.run(scripted_episodes(
         suite.eval_tasks, suite.make_env, tokenizer=suite.tokenizer,
         executor=suite.make_executor(), choose_for=suite.evaluation.scripted["random"],
