@@ -47,14 +47,23 @@ def _replicated(mesh: AnyMesh) -> jax.sharding.NamedSharding:
 def optimizer_state_shardings(optimizer: optax.GradientTransformation, abstract_opt_state: Any,
                               param_shardings: nnx.State, mesh: AnyMesh) -> Any:
     """Shardings of the optimizer state: a moment takes its parameter's sharding, anything
-    else (step counts, schedule state) is replicated."""
+    else (step counts, schedule state) is replicated.
+
+    A partitioned or masked optimizer (``optax.contrib.muon`` sends matrices and the rest to
+    two inner optimizers) keeps a ``MaskedNode`` where a moment does not exist; it stays one,
+    so the shardings tree has the state's structure."""
     replicated = _replicated(mesh)
+
+    def is_masked(leaf: Any) -> bool:
+        return isinstance(leaf, optax.MaskedNode)
+
     return optax.tree_map_params(
         optimizer,
-        lambda _, sharding: sharding,
+        lambda moment, sharding: moment if is_masked(moment) else sharding,
         abstract_opt_state,
         param_shardings,
         transform_non_params=lambda _: replicated,
+        is_leaf=is_masked,
     )
 
 

@@ -128,3 +128,18 @@ def test_abstract_qwen3_8b_on_a_64_device_mesh_reports_bytes_the_shapes_imply():
     assert counted["optimizer"] == 2 * params_bytes + 2 * 4
     assert counted["reference"] == params_bytes
     assert counted["total"] == 4 * params_bytes + 8
+
+
+def test_a_masked_optimizer_gets_shardings_for_the_moments_it_keeps():
+    """muon sends matrices to Newton-Schulz momentum and the rest to Adam; each side keeps a
+    ``MaskedNode`` where the other side's parameters are, and must still be placeable."""
+    mesh = make_mesh((2, 2, 2))
+    muon = optax.contrib.muon(0.02, adam_learning_rate=1e-3)
+    _, state = init_train_state(init_decoder(TINY, 0), muon, mesh)
+    inner = state.opt_state.inner_states
+    momentum = inner["muon"].inner_state[0].mu
+    assert momentum["lm_head"].sharding.spec == state.params["lm_head"].sharding.spec
+    assert isinstance(momentum["final_norm"]["scale"].get_value(), optax.MaskedNode)
+    adam_mu = inner["adam"].inner_state[0].mu
+    assert adam_mu["final_norm"]["scale"].sharding == state.params["final_norm"]["scale"].sharding
+    assert isinstance(adam_mu["lm_head"].get_value(), optax.MaskedNode)
