@@ -49,6 +49,10 @@ loss        policy_loss: a name in the loss registry (ppo_clip, gspo, reinforce)
             per-token penalty kl_coef * KL(sampling || reference) on the sampled tokens,
             summed into the episode's reward before the advantages; per token for gae).
             entropy_coef. value_coef, value_clip: only for estimators with a value head (gae).
+            choice_entropy_coef (a bonus on the entropy of the batch-marginal distribution
+            over the world's one-token choices), choice_format_coef (-log P(a choice) at each
+            turn's decision position): 0 is off; they need a world with choice pieces
+            (toolworld).
 optimizer   name (adamw), lr, schedule ("constant" or "cosine"), warmup_steps, b1, b2, eps,
             weight_decay, grad_clip (global norm; None: off).
 train       steps (RL steps), mini_batch_size (turn-samples per optimizer step), ppo_epochs
@@ -159,6 +163,12 @@ def base_config() -> ml_collections.ConfigDict:
     config.loss.kl_estimator = "k2"
     config.loss.kl_in = "loss"
     config.loss.entropy_coef = 0.0
+    # Bonus on the entropy of the batch-marginal distribution over the world's choice tokens
+    # (its call pieces); 0 is off. See UpdateConfig.choice_entropy_coef.
+    config.loss.choice_entropy_coef = 0.0
+    # Loss -log P(a choice token) at each turn's decision position (keeps turns well formed
+    # without preferring a choice); 0 is off. See UpdateConfig.choice_format_coef.
+    config.loss.choice_format_coef = 0.0
     config.loss.value_coef = 0.5
     config.loss.value_clip = _with(0.2, float)
 

@@ -62,6 +62,23 @@ class UpdateConfig:
     batch ``returns`` / ``old_values``); ``value_clip`` bounds ``|v - old_v|`` (``None``: off).
     ``logits_chunk`` is the sequence chunk of the LM head (``None``: whole sequence).
 
+    ``choice_entropy_coef > 0`` adds a bonus on the entropy of the *marginal* choice
+    distribution (``marginal_choice_entropy``): the policy's distribution over the tokens
+    ``choice_ids`` (renormalised among them), averaged over every sampled position whose token
+    is one of them, in each micro-batch. Why: a per-token entropy bonus asks every decision to
+    stay uncertain; this one only asks that the batch's decisions do not all fall on the same
+    choice, so each task type may still settle on its own. It is the entropy term of the
+    mutual information between the prompt and the choice. The bonus is computed per micro-batch
+    and weighted by its loss denominator, so unlike every other term it depends on how the
+    batch is split (a marginal over the whole batch is not a sum over micro-batches).
+
+    ``choice_format_coef > 0`` adds ``-coef * log P(the token is one of choice_ids)`` at each
+    turn's decision position (``choice_set_logmass``): it keeps the policy's mass on
+    well-formed choices without preferring any of them. Why: advantages of both signs push
+    sampled choices up and down, and mass pushed off a choice can land on any of the other
+    vocabulary pieces, which no advantage ever pushes back (a malformed turn's episode can
+    still be right, so it is not reliably penalised).
+
     Gradient accumulation (exact: every split gives the same update): the step runs at least
     ``micro_batches`` micro-batches, and more when needed so that one micro-batch holds at
     most ``micro_batch_tokens`` tokens per device (``None``: exactly ``micro_batches``).
@@ -81,6 +98,9 @@ class UpdateConfig:
     micro_batches: int = 1
     micro_batch_tokens: int | None = 2048
     logits_chunk: int | None = 512
+    choice_ids: tuple[int, ...] = ()
+    choice_entropy_coef: float = 0.0
+    choice_format_coef: float = 0.0
 
     def validate(self) -> None:
         """Raise ``ValueError`` for a misspelt name or an impossible value, before tracing."""
@@ -97,6 +117,14 @@ class UpdateConfig:
             raise ValueError(f"value_clip must be > 0 (or None), got {self.value_clip}")
         if self.logits_chunk is not None and self.logits_chunk < 1:
             raise ValueError(f"logits_chunk must be >= 1 (or None), got {self.logits_chunk}")
+        if self.choice_entropy_coef < 0:
+            raise ValueError(f"choice_entropy_coef must be >= 0, got {self.choice_entropy_coef}")
+        if self.choice_format_coef < 0:
+            raise ValueError(f"choice_format_coef must be >= 0, got {self.choice_format_coef}")
+        if ((self.choice_entropy_coef > 0 or self.choice_format_coef > 0)
+                and len(set(self.choice_ids)) < 2):
+            raise ValueError("choice_entropy_coef or choice_format_coef > 0 needs at least two "
+                             f"distinct choice_ids, got {self.choice_ids}")
         if self.micro_batch_tokens is not None and self.micro_batch_tokens < 1:
             raise ValueError("micro_batch_tokens must be >= 1 (or None), got "
                              f"{self.micro_batch_tokens}")
@@ -140,6 +168,16 @@ def token_logprobs(model: nnx.Module, hidden_btd: Array, input_ids_bt: Array,
     The LM head runs over sequence chunks of ``chunk`` positions under ``lax.scan`` with
     rematerialisation, so at most ``(B, chunk, V)`` logits are live in the forward and the
     backward pass; ``chunk`` must divide ``T`` (else one chunk is used)."""
+    logp, ent, _ = head_outputs(model, hidden_btd, input_ids_bt, chunk)
+    return logp, ent
+
+
+def head_outputs(model: nnx.Module, hidden_btd: Array, input_ids_bt: Array,
+                 chunk: int | None = None, choice_ids: tuple[int, ...] = (),
+                 ) -> tuple[Array, Array, Array | None]:
+    """`token_logprobs` plus, when ``choice_ids`` is given, the ``(B, T, K)`` log-probabilities
+    of those ``K`` tokens at every position (aligned the same way; ``None`` otherwise), taken
+    from the same chunked head so no second pass over the vocabulary is needed."""
     b, t, d = hidden_btd.shape
     next_ids = jnp.concatenate([input_ids_bt[:, 1:], jnp.zeros_like(input_ids_bt[:, :1])], 1)
     c = chunk if chunk is not None and chunk < t and t % chunk == 0 else t
@@ -147,21 +185,59 @@ def token_logprobs(model: nnx.Module, hidden_btd: Array, input_ids_bt: Array,
     hidden_nbcd = hidden_btd.reshape(b, n, c, d).swapaxes(0, 1)
     ids_nbc = next_ids.reshape(b, n, c).swapaxes(0, 1)
     graphdef, head_state = nnx.split(model)
+    choices = jnp.asarray(choice_ids, jnp.int32)
 
     @jax.checkpoint
-    def one_chunk(state: nnx.State, h_bcd: Array, ids_bc: Array) -> tuple[Array, Array]:
+    def one_chunk(state: nnx.State, h_bcd: Array, ids_bc: Array,
+                  ) -> tuple[Array, Array, Array]:
         logits = nnx.merge(graphdef, state).logits_from_hidden(h_bcd)
         log_z = jax.nn.logsumexp(logits, axis=-1)
         picked = jnp.take_along_axis(logits, ids_bc[..., None], axis=-1)[..., 0]
-        return picked - log_z, entropy_from_logits(logits)
+        return (picked - log_z, entropy_from_logits(logits),
+                jnp.take(logits, choices, axis=-1) - log_z[..., None])
 
-    def body(carry: None, xs: tuple[Array, Array]) -> tuple[None, tuple[Array, Array]]:
+    def body(carry: None, xs: tuple[Array, Array]) -> tuple[None, tuple[Array, ...]]:
         return carry, one_chunk(head_state, *xs)
 
-    _, (logp_nbc, ent_nbc) = jax.lax.scan(body, None, (hidden_nbcd, ids_nbc))
+    _, (logp_nbc, ent_nbc, choice_nbck) = jax.lax.scan(body, None, (hidden_nbcd, ids_nbc))
     logp = logp_nbc.swapaxes(0, 1).reshape(b, t)
     ent = ent_nbc.swapaxes(0, 1).reshape(b, t)
-    return _shift_right(logp), _shift_right(ent)
+    choice_logits = None
+    if choice_ids:
+        k = len(choice_ids)
+        choice_btk = choice_nbck.swapaxes(0, 1).reshape(b, t, k)
+        choice_logits = jnp.concatenate([jnp.zeros_like(choice_btk[:, :1]),
+                                         choice_btk[:, :-1]], axis=1)
+    return _shift_right(logp), _shift_right(ent), choice_logits
+
+
+def choice_set_logmass(choice_logp_btk: Array, mask_bt: Array) -> tuple[Array, Array]:
+    """Mean, over the decision positions (each sequence's first loss-masked token: where a
+    turn's completion starts), of the log-probability that the token there is any of the
+    choices; and how many such positions there were (0 positions: 0, no gradient)."""
+    starts = (mask_bt > 0) & ~(jnp.pad(mask_bt, ((0, 0), (1, 0)))[:, :-1] > 0)
+    weights = starts.astype(jnp.float32)
+    count = weights.sum()
+    logmass = jax.nn.logsumexp(choice_logp_btk, axis=-1)
+    return jnp.sum(weights * logmass) / jnp.maximum(count, 1.0), count
+
+
+def marginal_choice_entropy(choice_logits_btk: Array, input_ids_bt: Array, mask_bt: Array,
+                            choice_ids: tuple[int, ...]) -> tuple[Array, Array]:
+    """Entropy (nats) of the mean, over the masked positions whose token is one of
+    ``choice_ids``, of the policy's distribution renormalised among those tokens; and how many
+    such positions there were (0 positions: entropy 0, no gradient)."""
+    at_choice = (mask_bt > 0) & jnp.isin(input_ids_bt, jnp.asarray(choice_ids, jnp.int32))
+    weights = at_choice.astype(jnp.float32)
+    probs = jax.nn.softmax(choice_logits_btk, axis=-1)
+    count = weights.sum()
+    mean = jnp.einsum("bt,btk->k", weights, probs) / jnp.maximum(count, 1.0)
+    # With no choice position the mean is all zeros, where entr' = -log(0) - 1 is infinite:
+    # the `where` below would then multiply a zero by that infinity and turn the whole
+    # gradient into NaN. A constant stand-in keeps that branch free of any gradient.
+    mean = jnp.where(count > 0, mean, 1.0 / len(choice_ids))
+    entropy = jnp.sum(jax.scipy.special.entr(mean))
+    return jnp.where(count > 0, entropy, 0.0), count
 
 
 def reference_logprobs(graphdef: nnx.GraphDef, ref_params: nnx.State, batch: TrainBatch,
@@ -190,7 +266,10 @@ def _micro_batch(graphdef: nnx.GraphDef, config: UpdateConfig, params: nnx.State
     def objective(p: nnx.State) -> tuple[Array, dict[str, Array]]:
         model = nnx.merge(graphdef, p)
         hidden, _ = model.hidden_states(mb.input_ids, mb.attention_mask)
-        logp, entropy = token_logprobs(model, hidden, mb.input_ids, config.logits_chunk)
+        use_choice = config.choice_entropy_coef > 0 or config.choice_format_coef > 0
+        logp, entropy, choice_logits = head_outputs(
+            model, hidden, mb.input_ids, config.logits_chunk,
+            config.choice_ids if use_choice else ())
         pg_sum, denom = policy_loss(config.policy_loss, logp, mb.old_logprobs, mb.advantages,
                                     mask, **agg, **dict(config.policy_options))
         if config.entropy_coef == 0:
@@ -200,6 +279,17 @@ def _micro_batch(graphdef: nnx.GraphDef, config: UpdateConfig, params: nnx.State
         total = pg_sum - config.entropy_coef * ent_sum
         aux = {"denom": denom, "policy": pg_sum, "entropy": ent_sum,
                "logp": jax.lax.stop_gradient(logp)}
+        # Both choice terms are means over the micro-batch, weighted by its denominator: the
+        # finalised loss is then the denominator-weighted mean of the micro-batches' values.
+        if config.choice_entropy_coef > 0:
+            choice_ent, _ = marginal_choice_entropy(choice_logits, mb.input_ids, mask,
+                                                    config.choice_ids)
+            total = total - config.choice_entropy_coef * choice_ent * denom
+            aux["choice_entropy"] = jax.lax.stop_gradient(choice_ent * denom)
+        if config.choice_format_coef > 0:
+            logmass, _ = choice_set_logmass(choice_logits, mask)
+            total = total - config.choice_format_coef * logmass * denom
+            aux["choice_logmass"] = jax.lax.stop_gradient(logmass * denom)
         if use_kl:
             kl_bt = kl_divergence(config.kl_estimator, logp, ref_logp)
             kl_sum, _ = aggregate_loss(config.agg_mode, kl_bt, mask,
@@ -284,6 +374,10 @@ def _metrics(stats: dict[str, Array], grad_norm: Array, config: UpdateConfig) ->
     if "kl" in stats:
         out["loss/kl"] = finalize_loss(stats["kl"], denom)
         out["kl_k1"] = per_token("ref_kl_k1")
+    if "choice_entropy" in stats:
+        out["loss/choice_entropy"] = finalize_loss(stats["choice_entropy"], denom)
+    if "choice_logmass" in stats:
+        out["loss/choice_logmass"] = finalize_loss(stats["choice_logmass"], denom)
     if "value" in stats:
         out["loss/value"] = finalize_loss(stats["value"], denom)
         out["value_clipfrac"] = per_token("value_clipfrac")

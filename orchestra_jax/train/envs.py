@@ -37,7 +37,9 @@ class EnvSuite:
     `preference_of(task)` is the task's own preference vector over `[*tool_names, outcome,
     cost, latency]` (None, or a None result: the config's `reward.preference`); `tokenizer` is
     None when the model's checkpoint must provide it; `evaluation` (an `EvalSpec`) turns on
-    the final evaluation of every policy at the end of a run.
+    the final evaluation of every policy at the end of a run. `choice_texts` are the
+    vocabulary pieces that each make one whole decision of a turn (toolworld: its call pieces;
+    empty when decisions span several tokens), for `loss.choice_entropy_coef`.
     """
 
     tasks: Sequence[Any]
@@ -49,6 +51,7 @@ class EnvSuite:
     count_calls: Callable[[Any], Mapping[str, int]] | None = None
     preference_of: Callable[[Any], Sequence[float] | None] | None = None
     evaluation: Any = None  # an `orchestra_jax.train.evaluation.EvalSpec`, or None
+    choice_texts: tuple[str, ...] = ()
 
 
 EnvBuilder = Callable[[ml_collections.ConfigDict, Path], EnvSuite]
@@ -130,6 +133,7 @@ def _toolworld(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
     from orchestra_jax.envs.toolworld.routes import turn_chooser
     from orchestra_jax.envs.toolworld.vocabulary import (
         CALL_PIECES,
+        call_piece_texts,
         template_source,
         train_world_tokenizer,
     )
@@ -190,7 +194,8 @@ def _toolworld(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
                     tool_names=aliases, tokenizer=tokenizer, make_executor=ToolExecutor,
                     count_calls=count_calls,
                     preference_of=lambda task: task.preference_vector or None,
-                    evaluation=evaluation)
+                    evaluation=evaluation,
+                    choice_texts=tuple(call_piece_texts(aliases, str(w.call_pieces))))
 
 
 __all__ = ["ENVS", "EnvSuite", "build_env_suite", "register_env"]

@@ -139,7 +139,34 @@ def _kl_in_reward(config: ml_collections.ConfigDict) -> bool:
     return config.loss.kl_coef > 0 and config.loss.kl_in == "reward"
 
 
-def _update_config(config: ml_collections.ConfigDict) -> UpdateConfig:
+def _choice_ids(config: ml_collections.ConfigDict, suite: EnvSuite,
+                tokenizer: Any) -> tuple[int, ...]:
+    """The token ids of the suite's choice pieces, for `loss.choice_entropy_coef` and
+    `loss.choice_format_coef` (empty when both are off); ConfigError naming the key when one is
+    on and the world has no one-token choices."""
+    keys = [key for key in ("choice_entropy_coef", "choice_format_coef")
+            if float(config.loss[key]) > 0]
+    if not keys:
+        return ()
+    key = f"loss.{keys[0]}"
+    ids = []
+    for text in suite.choice_texts:
+        token = tokenizer.token_to_id(text)
+        if token is None:
+            encoded = tokenizer.encode(text)
+            token = encoded[0] if len(encoded) == 1 else None
+        if token is None:
+            raise ConfigError(f"config key '{key}' needs every choice to be one token; "
+                              f"{text!r} is not one in this vocabulary")
+        ids.append(int(token))
+    if len(set(ids)) < 2:
+        raise ConfigError(f"config key '{key}' is {config.loss[keys[0]]}, but data.source "
+                          f"{config.data.source!r} defines no choice pieces")
+    return tuple(ids)
+
+
+def _update_config(config: ml_collections.ConfigDict,
+                   choice_ids: tuple[int, ...] = ()) -> UpdateConfig:
     loss = config.loss
     if loss.kl_in not in ("loss", "reward"):
         raise ConfigError(f"config key 'loss.kl_in' is {loss.kl_in!r}; known: "
@@ -157,7 +184,10 @@ def _update_config(config: ml_collections.ConfigDict) -> UpdateConfig:
                           kl_estimator=loss.kl_estimator, entropy_coef=float(loss.entropy_coef),
                           value_coef=float(loss.value_coef) if _uses_critic(config) else 0.0,
                           value_clip=loss.value_clip,
-                          micro_batches=int(config.train.micro_batches))
+                          micro_batches=int(config.train.micro_batches),
+                          choice_ids=choice_ids,
+                          choice_entropy_coef=float(loss.choice_entropy_coef),
+                          choice_format_coef=float(loss.choice_format_coef))
     if _uses_critic(config) and update.value_coef <= 0:
         raise ConfigError("config key 'loss.value_coef' must be > 0 with advantage.estimator "
                           "'gae' (the critic must learn)")
@@ -483,7 +513,8 @@ class _Run:
         episodes = int(config.rollout.prompts_per_step) * int(config.rollout.group_size)
         self.updates_per_step = int(config.train.ppo_epochs) * max(
             1, -(-episodes // int(config.train.mini_batch_size)))
-        self.update_config = _update_config(config)
+        self.update_config = _update_config(config, _choice_ids(config, self.suite,
+                                                                self.tokenizer))
         self.optimizer = _make_optimizer(config, self.updates_per_step)
         self.schedule_args = _optimizer_args(config, self.updates_per_step)
         if loaded_model is not None:

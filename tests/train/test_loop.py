@@ -241,3 +241,27 @@ def test_unknown_call_pieces_exits_2_naming_the_key(tmp_path, capsys):
                  "--config.world.call_pieces=both"]) == 2
     err = capsys.readouterr().err
     assert "world.call_pieces" in err and "'both'" in err and "split" in err
+
+
+def test_choice_terms_on_a_world_without_choice_pieces_exit_2_naming_the_key(tmp_path, capsys):
+    assert _train(tmp_path / "run", "--config.loss.choice_format_coef=1.0") == 2
+    err = capsys.readouterr().err
+    assert "loss.choice_format_coef" in err and "toy_target_call" in err
+
+
+def test_toolworld_choice_ids_are_its_eighteen_one_piece_calls(tmp_path):
+    from orchestra_jax.envs.toolworld.vocabulary import call_texts
+    from orchestra_jax.train.config import load_config
+    from orchestra_jax.train.envs import build_env_suite
+    from orchestra_jax.train.loop import _choice_ids
+
+    config = load_config(str(REPO / "experiments" / "toolworld_tiny.py"), [
+        "--config.world.train_tasks=8", "--config.world.test_tasks=4",
+        "--config.world.vocabulary_tasks=40", "--config.loss.choice_entropy_coef=0.5"])
+    suite = build_env_suite(config, tmp_path / "run")
+    ids = _choice_ids(config, suite, suite.tokenizer)
+    assert len(set(ids)) == 18
+    texts = call_texts(suite.tool_names)
+    assert [suite.tokenizer.encode(text) for text in texts] == [[i] for i in ids]
+    config.loss.choice_entropy_coef = 0.0
+    assert _choice_ids(config, suite, suite.tokenizer) == ()

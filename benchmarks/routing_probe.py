@@ -1,0 +1,90 @@
+"""Per-family routing dynamics of a toolworld GRPO run, one JSON line per RL step.
+
+    python benchmarks/routing_probe.py --workdir /tmp/probe --config.train.steps=30
+
+Runs `orchestra train` on `experiments/toolworld_tiny.py` (or `--config`) with the given
+overrides and, at every RL step, prints for each task family the sampled episodes' accuracy,
+mean cost and the share of each first call (`tool[alias]`, or `malformed`) -- the numbers that
+show whether the policy conditions its routing on the task or moves every family alike (see
+docs/toolworld.md, "What GRPO learns here"). The last line is the run's summary (policies'
+accuracy and cost on the test tasks when `eval.final` is on). Only rollouts are read: the
+training itself is exactly the command's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def first_call(trajectory: Any) -> str:
+    """`tool[alias]` of the episode's first turn, or `malformed` when it called nothing."""
+    if not trajectory.samples or not trajectory.samples[0].calls:
+        return "malformed"
+    call = trajectory.samples[0].calls[0]
+    alias = (call.arguments or {}).get("model", "?") if isinstance(call.arguments, dict) else "?"
+    return f"{call.name}[{alias}]"
+
+
+def family_stats(tasks: list[Any], trajectories: list[Any]) -> dict[str, Any]:
+    """Accuracy, cost and first-call shares of one step's episodes, per task family."""
+    by_family: dict[str, list[Any]] = collections.defaultdict(list)
+    for t in trajectories:
+        task = tasks[t.group] if t.group is not None else None
+        by_family[getattr(task, "family", "?")].append(t)
+    out: dict[str, Any] = {}
+    for family, group in sorted(by_family.items()):
+        calls = collections.Counter(first_call(t) for t in group)
+        n = len(group)
+        tools = collections.Counter(c.split("[")[0] for c in calls.elements())
+        out[family] = {"n": n, "acc": round(float(np.mean([t.outcome for t in group])), 3),
+                       "cost_m$": round(1e3 * float(np.mean([t.cost_usd for t in group])), 3),
+                       "first_tool": {k: round(v / n, 2) for k, v in tools.most_common()},
+                       "top_first_call": calls.most_common(1)[0][0]}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="experiments/toolworld_tiny.py")
+    parser.add_argument("--workdir", required=True)
+    args, overrides = parser.parse_known_args(argv)  # the rest: --config.KEY=VALUE
+
+    from orchestra_jax.train import loop
+    from orchestra_jax.train.config import load_config
+
+    config = load_config(args.config, overrides)
+    original = loop._rewards
+    step = {"n": 0, "t": time.perf_counter()}
+
+    def observed_rewards(config: Any, trajectories: Any, suite: Any, tasks: Any) -> Any:
+        rewards = original(config, trajectories, suite, tasks)
+        step["n"] += 1
+        record = {"step": step["n"], "reward": round(float(np.mean(rewards)), 3),
+                  "elapsed_s": round(time.perf_counter() - step["t"], 1),
+                  "families": family_stats(list(tasks), list(trajectories))}
+        print(json.dumps(record), flush=True)
+        return rewards
+
+    loop._rewards = observed_rewards
+    summary = loop.train(config, Path(args.workdir))
+    policies = summary.get("policies", {})
+    brief = {name: {"acc": round(p["accuracy"], 3), "cost_m$": round(1e3 * p["cost_usd"], 3),
+                    "by_family": {f: round(v["accuracy"], 2)
+                                  for f, v in p.get("by_family", {}).items()}}
+             for name, p in policies.items()
+             if not name.startswith("route:") or name == summary.get("best_fixed_route")}
+    print(json.dumps({"summary": {"wall_s": round(summary["wall_s"], 1), "policies": brief,
+                                  "preference_eval": summary.get("preference_eval")}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
