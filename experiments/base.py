@@ -53,7 +53,7 @@ loss        policy_loss: a name in the loss registry (ppo_clip, gspo, reinforce)
             over the world's one-token choices), choice_format_coef (-log P(a choice) at each
             turn's decision position): 0 is off; they need a world with choice pieces
             (toolworld).
-optimizer   name (adamw), lr, schedule ("constant" or "cosine"), warmup_steps, b1, b2, eps,
+optimizer   name (adamw or muon), lr, schedule ("constant" or "cosine"), warmup_steps, b1, b2, eps,
             weight_decay, grad_clip (global norm; None: off).
 train       steps (RL steps), mini_batch_size (turn-samples per optimizer step), ppo_epochs
             over each RL batch, micro_batches per mini-batch (gradient accumulation), seed,

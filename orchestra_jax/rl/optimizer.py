@@ -1,4 +1,5 @@
-"""The learner's optimizer: AdamW behind global-norm clipping, with a learning-rate schedule.
+"""The learner's optimizer: AdamW (or Muon) behind global-norm clipping, with a learning-rate
+schedule.
 
 The method's released recipe is AdamW, lr 1e-6 constant, betas (0.9, 0.999), weight decay 0.01,
 gradient clipping at global norm 1.0; those are the defaults here. Weight decay is masked off
@@ -14,6 +15,10 @@ import jax
 import optax
 
 SCHEDULES = ("constant", "cosine", "linear")
+OPTIMIZERS = ("adamw", "muon")
+#: Muon's updates are scaled to this RMS per entry (times the learning rate), which is about
+#: AdamW's, so one learning rate serves both (Liu et al. 2025, "Muon is scalable").
+MUON_CONSISTENT_RMS = 0.2
 
 
 def _key_name(entry: Any) -> str:
@@ -38,6 +43,33 @@ def _decays(path: tuple[Any, ...], leaf: Any) -> bool:
 def weight_decay_mask(params: Any) -> Any:
     """A tree like ``params`` of bools: True where weight decay applies."""
     return jax.tree_util.tree_map_with_path(_decays, params)
+
+
+def muon_dimension_numbers(params: Any) -> Any:
+    """Which parameters Muon orthogonalises, and as which matrix: the decoder layers' projection
+    weights (attention q/k/v ``(d, heads, head_dim)`` and o ``(heads, head_dim, d)``, MLP
+    ``(d_in, d_out)``; a leading stacked-layers axis is a batch axis), each as the matrix from
+    its input to its output features. Everything else -- the embedding (the tied LM head), a
+    separate LM head, the value head, norm scales, biases -- gets None, i.e. AdamW: Muon is
+    for hidden matrices, whose gradient is dominated by a few directions that orthogonalising
+    evens out."""
+    from optax.contrib import MuonDimensionNumbers
+
+    def spec(path: tuple[Any, ...], leaf: Any) -> Any:
+        names = [_key_name(entry).lower() for entry in path]
+        ndim = len(getattr(leaf, "shape", ()))
+        if "layers" not in names or not _decays(path, leaf):
+            return None
+        last = names[-1] if names[-1] != "value" else names[-2]
+        if last in ("q_proj", "k_proj", "v_proj") and ndim >= 3:
+            return MuonDimensionNumbers(ndim - 3, (ndim - 2, ndim - 1))
+        if last == "o_proj" and ndim >= 3:
+            return MuonDimensionNumbers((ndim - 3, ndim - 2), ndim - 1)
+        if ndim >= 2:
+            return MuonDimensionNumbers(ndim - 2, ndim - 1)
+        return None
+
+    return jax.tree_util.tree_map_with_path(spec, params)
 
 
 def make_schedule(
@@ -85,13 +117,32 @@ def make_optimizer(
     eps: float = 1e-8,
     weight_decay: float = 0.01,
     grad_clip: float | None = 1.0,
+    name: str = "adamw",
 ) -> optax.GradientTransformation:
     """``clip_by_global_norm(grad_clip)`` then AdamW with the schedule; ``grad_clip=None`` or
-    ``0`` disables clipping. Decay is masked by ``weight_decay_mask``."""
+    ``0`` disables clipping. Decay is masked by ``weight_decay_mask``.
+
+    ``name="muon"``: Muon (``optax.contrib.muon``, Nesterov momentum 0.95, updates scaled to
+    ``MUON_CONSISTENT_RMS``) on the matrices of ``muon_dimension_numbers`` and AdamW with the
+    same schedule on the rest. Why it is offered: a gradient summed over many prompts that
+    share most of their hidden state is nearly rank one; AdamW then moves every prompt's
+    output alike, while Muon's orthogonalised step gives the directions that tell prompts
+    apart the same size as the shared one."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
     learning_rate = make_schedule(lr, schedule=schedule, warmup_steps=warmup_steps,
                                   total_steps=total_steps, final_lr_fraction=final_lr_fraction)
-    adamw = optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
-                        mask=weight_decay_mask)
+    if name == "muon":
+        from optax.contrib import muon
+
+        adamw = muon(learning_rate, weight_decay=weight_decay,
+                     weight_decay_mask=weight_decay_mask, adam_b1=b1, adam_b2=b2,
+                     adam_weight_decay=weight_decay, eps=eps,
+                     muon_weight_dimension_numbers=muon_dimension_numbers,
+                     consistent_rms=MUON_CONSISTENT_RMS)
+    else:
+        adamw = optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+                            mask=weight_decay_mask)
     if not grad_clip:
         return adamw
     if grad_clip < 0:

@@ -49,7 +49,7 @@ from orchestra_jax.rl.advantages import ADVANTAGES, compute_advantages
 from orchestra_jax.rl.batch import DEFAULT_BUCKETS, batch_shards, pack_sequences, put_batch
 from orchestra_jax.rl.filters import filter_samples
 from orchestra_jax.rl.losses import POLICY_LOSSES, kl_divergence
-from orchestra_jax.rl.optimizer import make_optimizer, make_schedule
+from orchestra_jax.rl.optimizer import OPTIMIZERS, make_optimizer, make_schedule
 from orchestra_jax.rl.scoring import make_scorer
 from orchestra_jax.rl.train_state import TrainState, init_train_state, train_state_shardings
 from orchestra_jax.rl.update_step import UpdateConfig, make_update_step
@@ -200,9 +200,11 @@ def _update_config(config: ml_collections.ConfigDict,
 
 def _optimizer_args(config: ml_collections.ConfigDict, updates_per_step: int) -> dict[str, Any]:
     opt = config.optimizer
-    if opt.name != "adamw":
-        raise ConfigError(f"config key 'optimizer.name' is {opt.name!r}; known: ['adamw']")
-    return dict(lr=float(opt.lr), schedule=opt.schedule, warmup_steps=int(opt.warmup_steps),
+    if opt.name not in OPTIMIZERS:
+        raise ConfigError(f"config key 'optimizer.name' is {opt.name!r}; known: "
+                          f"{list(OPTIMIZERS)}")
+    return dict(name=opt.name, lr=float(opt.lr), schedule=opt.schedule,
+                warmup_steps=int(opt.warmup_steps),
                 total_steps=max(1, int(config.train.steps) * updates_per_step))
 
 
