@@ -53,8 +53,9 @@ loss        policy_loss: a name in the loss registry (ppo_clip, gspo, reinforce)
             over the world's one-token choices), choice_format_coef (-log P(a choice) at each
             turn's decision position): 0 is off; they need a world with choice pieces
             (toolworld).
-optimizer   name (adamw or muon), lr, schedule ("constant" or "cosine"), warmup_steps, b1, b2, eps,
-            weight_decay, grad_clip (global norm; None: off).
+optimizer   name (adamw or muon; muon_embeddings: the head too), lr, schedule ("constant" or
+            "cosine"), warmup_steps, b1, b2, eps, weight_decay, grad_clip (global norm;
+            None: off).
 train       steps (RL steps), mini_batch_size (turn-samples per optimizer step), ppo_epochs
             over each RL batch, micro_batches per mini-batch (gradient accumulation), seed,
             eval_every / checkpoint_every in RL steps (0: never), keep_checkpoints.
@@ -174,6 +175,8 @@ def base_config() -> ml_collections.ConfigDict:
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "adamw"
+    # With name "muon": orthogonalise the embedding / LM head's updates too (else AdamW's).
+    config.optimizer.muon_embeddings = False
     config.optimizer.lr = 1e-5
     config.optimizer.schedule = "constant"
     config.optimizer.warmup_steps = 0

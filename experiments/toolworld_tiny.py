@@ -10,9 +10,17 @@ syntax, no routing), then GRPO with each task's preference vector. At the end ev
 trained, sft, random, each fixed route -- is evaluated on 400 held-out tasks into
 runs/quickstart/summary.json and runs/quickstart/pareto.png.
 
-Expected: see "Measured" in README.md / the closing numbers of the run: the trained policy at
-or above the best fixed route's accuracy for a fraction of its cost, far above the warm start;
-under "avoid the frontier model" almost no frontier calls.
+Expected (2 CPU cores, about 17 minutes, see "Measured" in README.md): the trained policy
+routes by task family -- answers easy and arithmetic questions at once, searches first for
+look-ups and multi-hop questions -- at about 66% accuracy for under 1 m$ a task, against 47%
+for the warm start, 59% for random routing and 85% at 19 m$ for the best fixed route
+(`route:frontier-all`); under "avoid the frontier model" no frontier calls at all.
+
+Why the recipe is what it is (docs/toolworld.md, "What GRPO learns here"): Muon on the layers
+and the head, because with AdamW every family's call distribution moves in lockstep; the
+marginal choice-entropy bonus and the format term, which keep the routing from collapsing onto
+one call and the turns well formed; 60 LM steps on the warm start's text, which give the
+policy a representation of its prompt; the last-turn note, so no episode ends unanswered.
 """
 
 from __future__ import annotations
@@ -43,15 +51,20 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.kl_coef = 0.0
     config.loss.clip_low = 0.2
     config.loss.clip_high = 0.28
-    config.optimizer.lr = 3e-4
+    config.loss.choice_entropy_coef = 0.2
+    config.loss.choice_format_coef = 1.0
+    config.optimizer.name = "muon"
+    config.optimizer.muon_embeddings = True
+    config.optimizer.lr = 1e-3
     config.optimizer.weight_decay = 0.0
 
     config.sft.steps = 30
     config.sft.episodes = 256
     config.sft.batch_size = 16
     config.sft.lr = 1e-3
+    config.sft.lm_steps = 60
 
-    config.train.steps = 40
+    config.train.steps = 60
     config.train.mini_batch_size = 32
     config.train.ppo_epochs = 1
     config.train.micro_batches = 4
@@ -66,5 +79,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.world.test_tasks = 400
     config.world.train_preference = "mix"
     config.world.prompt_template = "compact"
+    config.world.last_turn_note = True
     config.logging.log_every = 1
     return config

@@ -9,6 +9,7 @@ shrinks activations for no regularisation benefit, and decaying biases is conven
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -45,19 +46,25 @@ def weight_decay_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(_decays, params)
 
 
-def muon_dimension_numbers(params: Any) -> Any:
+def muon_dimension_numbers(params: Any, *, embeddings: bool = False) -> Any:
     """Which parameters Muon orthogonalises, and as which matrix: the decoder layers' projection
     weights (attention q/k/v ``(d, heads, head_dim)`` and o ``(heads, head_dim, d)``, MLP
     ``(d_in, d_out)``; a leading stacked-layers axis is a batch axis), each as the matrix from
     its input to its output features. Everything else -- the embedding (the tied LM head), a
     separate LM head, the value head, norm scales, biases -- gets None, i.e. AdamW: Muon is
     for hidden matrices, whose gradient is dominated by a few directions that orthogonalising
-    evens out."""
+    evens out. ``embeddings=True`` adds the embedding (as the head's matrix from hidden size
+    to vocabulary) and a separate LM head: the head's gradient sums every decision's hidden
+    state, so it is the most nearly rank-one of all."""
     from optax.contrib import MuonDimensionNumbers
 
     def spec(path: tuple[Any, ...], leaf: Any) -> Any:
         names = [_key_name(entry).lower() for entry in path]
         ndim = len(getattr(leaf, "shape", ()))
+        if embeddings and ndim == 2 and names[0] in ("embed", "lm_head"):
+            # embed is (vocab, d): the head reads it as d -> vocab; lm_head is (d, vocab).
+            return (MuonDimensionNumbers(1, 0) if names[0] == "embed"
+                    else MuonDimensionNumbers(0, 1))
         if "layers" not in names or not _decays(path, leaf):
             return None
         last = names[-1] if names[-1] != "value" else names[-2]
@@ -118,6 +125,7 @@ def make_optimizer(
     weight_decay: float = 0.01,
     grad_clip: float | None = 1.0,
     name: str = "adamw",
+    muon_embeddings: bool = False,
 ) -> optax.GradientTransformation:
     """``clip_by_global_norm(grad_clip)`` then AdamW with the schedule; ``grad_clip=None`` or
     ``0`` disables clipping. Decay is masked by ``weight_decay_mask``.
@@ -127,7 +135,8 @@ def make_optimizer(
     same schedule on the rest. Why it is offered: a gradient summed over many prompts that
     share most of their hidden state is nearly rank one; AdamW then moves every prompt's
     output alike, while Muon's orthogonalised step gives the directions that tell prompts
-    apart the same size as the shared one."""
+    apart the same size as the shared one. ``muon_embeddings``: see
+    ``muon_dimension_numbers``."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
     learning_rate = make_schedule(lr, schedule=schedule, warmup_steps=warmup_steps,
@@ -138,7 +147,8 @@ def make_optimizer(
         adamw = muon(learning_rate, weight_decay=weight_decay,
                      weight_decay_mask=weight_decay_mask, adam_b1=b1, adam_b2=b2,
                      adam_weight_decay=weight_decay, eps=eps,
-                     muon_weight_dimension_numbers=muon_dimension_numbers,
+                     muon_weight_dimension_numbers=functools.partial(
+                         muon_dimension_numbers, embeddings=muon_embeddings),
                      consistent_rms=MUON_CONSISTENT_RMS)
     else:
         adamw = optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,

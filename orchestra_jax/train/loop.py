@@ -215,6 +215,7 @@ def _make_optimizer(config: ml_collections.ConfigDict, updates_per_step: int) ->
         make_schedule(args["lr"], schedule=args["schedule"], warmup_steps=args["warmup_steps"],
                       total_steps=args["total_steps"])
         return make_optimizer(**args, b1=opt.b1, b2=opt.b2, eps=opt.eps,
+                              muon_embeddings=bool(opt.muon_embeddings),
                               weight_decay=opt.weight_decay, grad_clip=opt.grad_clip)
     except ValueError as exc:
         raise ConfigError(f"config key 'optimizer': {exc}") from exc

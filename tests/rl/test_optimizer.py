@@ -18,16 +18,17 @@ from orchestra_jax.sharding import make_mesh
 from tests.rl._update_fixtures import TINY, random_batch
 
 
-def _specs(params):
+def _specs(params, **kwargs):
     is_spec = lambda x: x is None or isinstance(x, MuonDimensionNumbers)  # noqa: E731
-    return {jax.tree_util.keystr(path): spec for path, spec in
-            jax.tree_util.tree_leaves_with_path(muon_dimension_numbers(params), is_leaf=is_spec)}
+    tree = muon_dimension_numbers(params, **kwargs)
+    return {jax.tree_util.keystr(path).replace(".value", ""): spec for path, spec in
+            jax.tree_util.tree_leaves_with_path(tree, is_leaf=is_spec)}
 
 
 @pytest.mark.parametrize("scan", [False, True])
 def test_muon_takes_the_layers_projection_matrices_from_inputs_to_outputs(scan):
     params = nnx.split(init_decoder(TINY.replace(scan_layers=scan), 0))[1]
-    specs = {key.replace(".value", ""): spec for key, spec in _specs(params).items()}
+    specs = _specs(params)
     lead = 1 if scan else 0  # the stacked-layers axis is a batch axis
     layer = "['layers']" if scan else "['layers'][0]"
     assert specs[f"{layer}['attention']['q_proj']"] == MuonDimensionNumbers(
@@ -38,6 +39,16 @@ def test_muon_takes_the_layers_projection_matrices_from_inputs_to_outputs(scan):
     for adam in ("['embed']", "['lm_head']", "['final_norm']['scale']",
                  f"{layer}['input_norm']['scale']", f"{layer}['attention']['q_norm']['scale']"):
         assert specs[adam] is None, adam
+
+
+def test_muon_embeddings_reads_the_embedding_and_the_head_from_hidden_to_vocabulary():
+    tied = nnx.split(init_decoder(TINY.replace(tie_word_embeddings=True), 0))[1]
+    assert _specs(tied)["['embed']"] is None
+    # (vocab, d) read by the tied head as d -> vocab; a separate head is (d, vocab).
+    assert _specs(tied, embeddings=True)["['embed']"] == MuonDimensionNumbers(1, 0)
+    separate = nnx.split(init_decoder(TINY, 0))[1]
+    assert _specs(separate, embeddings=True)["['lm_head']"] == MuonDimensionNumbers(0, 1)
+    assert _specs(separate, embeddings=True)["['final_norm']['scale']"] is None
 
 
 def test_a_muon_step_runs_on_the_sharded_state_and_orthogonalises_the_matrix_updates():

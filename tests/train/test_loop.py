@@ -263,5 +263,15 @@ def test_toolworld_choice_ids_are_its_eighteen_one_piece_calls(tmp_path):
     assert len(set(ids)) == 18
     texts = call_texts(suite.tool_names)
     assert [suite.tokenizer.encode(text) for text in texts] == [[i] for i in ids]
-    config.loss.choice_entropy_coef = 0.0
+    config.loss.choice_entropy_coef = config.loss.choice_format_coef = 0.0
     assert _choice_ids(config, suite, suite.tokenizer) == ()
+
+
+def test_muon_trains_the_toy_recipe_and_an_unknown_optimizer_exits_2(tmp_path, capsys):
+    assert _train(tmp_path / "muon", "--config.optimizer.name=muon",
+                  "--config.optimizer.muon_embeddings=True") == 0
+    summary = json.loads((tmp_path / "muon" / "summary.json").read_text())
+    assert summary["step"] == 2
+    assert _train(tmp_path / "lion", "--config.optimizer.name=lion") == 2
+    err = capsys.readouterr().err
+    assert "optimizer.name" in err and "'lion'" in err and "muon" in err
