@@ -10,7 +10,7 @@ syntax, no routing), then GRPO with each task's preference vector. At the end ev
 trained, sft, random, each fixed route -- is evaluated on 400 held-out tasks into
 runs/quickstart/summary.json and runs/quickstart/pareto.png.
 
-Expected (2 CPU cores, about 17 minutes, see "Measured" in README.md): the trained policy
+Expected (2 CPU cores, about 15 minutes, see "Measured" in README.md): the trained policy
 routes by task family -- answers easy and arithmetic questions at once, searches first for
 look-ups and multi-hop questions -- at about 66% accuracy for under 1 m$ a task, against 47%
 for the warm start, 59% for random routing and 85% at 19 m$ for the best fixed route
