@@ -131,8 +131,9 @@ def make_optimizer(
     ``0`` disables clipping. Decay is masked by ``weight_decay_mask``.
 
     ``name="muon"``: Muon (``optax.contrib.muon``, Nesterov momentum 0.95, updates scaled to
-    ``MUON_CONSISTENT_RMS``) on the matrices of ``muon_dimension_numbers`` and AdamW with the
-    same schedule on the rest. Why it is offered: a gradient summed over many prompts that
+    ``MUON_CONSISTENT_RMS``) on the matrices of ``muon_dimension_numbers`` and, with the same
+    schedule and decay, Adam on the rest (Nesterov Adam: optax's muon uses its own Nesterov
+    flag on both sides). Why it is offered: a gradient summed over many prompts that
     share most of their hidden state is nearly rank one; AdamW then moves every prompt's
     output alike, while Muon's orthogonalised step gives the directions that tell prompts
     apart the same size as the shared one. ``muon_embeddings``: see
@@ -144,17 +145,17 @@ def make_optimizer(
     if name == "muon":
         from optax.contrib import muon
 
-        adamw = muon(learning_rate, weight_decay=weight_decay,
+        inner = muon(learning_rate, weight_decay=weight_decay,
                      weight_decay_mask=weight_decay_mask, adam_b1=b1, adam_b2=b2,
                      adam_weight_decay=weight_decay, eps=eps,
                      muon_weight_dimension_numbers=functools.partial(
                          muon_dimension_numbers, embeddings=muon_embeddings),
                      consistent_rms=MUON_CONSISTENT_RMS)
     else:
-        adamw = optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+        inner = optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
                             mask=weight_decay_mask)
     if not grad_clip:
-        return adamw
+        return inner
     if grad_clip < 0:
         raise ValueError(f"grad_clip must be > 0 (or None), got {grad_clip}")
-    return optax.chain(optax.clip_by_global_norm(grad_clip), adamw)
+    return optax.chain(optax.clip_by_global_norm(grad_clip), inner)
