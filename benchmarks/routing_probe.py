@@ -79,12 +79,17 @@ class FirstTurnProbe:
         import jax.numpy as jnp
         from flax import nnx
 
+        from orchestra_jax.tools.qa_tools import TOOL_NAMES
+
         run = self.run
         if run is None or not self.prompts:
             return {}
         texts = run.suite.choice_texts
-        ids = [run.tokenizer.token_to_id(text) for text in texts]
-        if not texts or any(i is None for i in ids):
+        try:
+            ids = list(run.suite.choice_token_ids(run.tokenizer))
+        except ValueError:
+            return {}
+        if not ids:
             return {}
         model = nnx.merge(run.graphdef, run.state.params)
         out: dict[str, dict[str, float]] = {}
@@ -101,8 +106,7 @@ class FirstTurnProbe:
             probs = np.asarray(jax.nn.softmax(logits[:, jnp.asarray(ids)], axis=-1)).mean(0)
             tools: dict[str, float] = collections.defaultdict(float)
             for text, p in zip(texts, probs, strict=True):
-                tools[next(t for t in ("search", "enhance_reasoning", "answer")
-                           if t in text)] += float(p)
+                tools[next(t for t in TOOL_NAMES if t in text)] += float(p)
             out[family] = {k: round(v, 3) for k, v in tools.items()}
         return out
 

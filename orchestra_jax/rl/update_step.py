@@ -156,7 +156,8 @@ def micro_batch_count(rows: int, length: int, config: UpdateConfig, batch_shards
 
 
 def _shift_right(x_bt: Array) -> Array:
-    """Value at ``t - 1`` moved to ``t`` (position 0 gets 0): next-token -> predicted token."""
+    """Value at ``t - 1`` moved to ``t`` along axis 1 (position 0 gets 0; trailing axes ride
+    along): next-token -> predicted token."""
     return jnp.concatenate([jnp.zeros_like(x_bt[:, :1]), x_bt[:, :-1]], axis=1)
 
 
@@ -202,13 +203,10 @@ def head_outputs(model: nnx.Module, hidden_btd: Array, input_ids_bt: Array,
     _, (logp_nbc, ent_nbc, choice_nbck) = jax.lax.scan(body, None, (hidden_nbcd, ids_nbc))
     logp = logp_nbc.swapaxes(0, 1).reshape(b, t)
     ent = ent_nbc.swapaxes(0, 1).reshape(b, t)
-    choice_logits = None
+    choice_logp = None
     if choice_ids:
-        k = len(choice_ids)
-        choice_btk = choice_nbck.swapaxes(0, 1).reshape(b, t, k)
-        choice_logits = jnp.concatenate([jnp.zeros_like(choice_btk[:, :1]),
-                                         choice_btk[:, :-1]], axis=1)
-    return _shift_right(logp), _shift_right(ent), choice_logits
+        choice_logp = _shift_right(choice_nbck.swapaxes(0, 1).reshape(b, t, len(choice_ids)))
+    return _shift_right(logp), _shift_right(ent), choice_logp
 
 
 def choice_set_logmass(choice_logp_btk: Array, mask_bt: Array) -> tuple[Array, Array]:
@@ -222,14 +220,14 @@ def choice_set_logmass(choice_logp_btk: Array, mask_bt: Array) -> tuple[Array, A
     return jnp.sum(weights * logmass) / jnp.maximum(count, 1.0), count
 
 
-def marginal_choice_entropy(choice_logits_btk: Array, input_ids_bt: Array, mask_bt: Array,
+def marginal_choice_entropy(choice_logp_btk: Array, input_ids_bt: Array, mask_bt: Array,
                             choice_ids: tuple[int, ...]) -> tuple[Array, Array]:
     """Entropy (nats) of the mean, over the masked positions whose token is one of
     ``choice_ids``, of the policy's distribution renormalised among those tokens; and how many
     such positions there were (0 positions: entropy 0, no gradient)."""
     at_choice = (mask_bt > 0) & jnp.isin(input_ids_bt, jnp.asarray(choice_ids, jnp.int32))
     weights = at_choice.astype(jnp.float32)
-    probs = jax.nn.softmax(choice_logits_btk, axis=-1)
+    probs = jax.nn.softmax(choice_logp_btk, axis=-1)
     count = weights.sum()
     mean = jnp.einsum("bt,btk->k", weights, probs) / jnp.maximum(count, 1.0)
     # With no choice position the mean is all zeros, where entr' = -log(0) - 1 is infinite:
@@ -267,7 +265,7 @@ def _micro_batch(graphdef: nnx.GraphDef, config: UpdateConfig, params: nnx.State
         model = nnx.merge(graphdef, p)
         hidden, _ = model.hidden_states(mb.input_ids, mb.attention_mask)
         use_choice = config.choice_entropy_coef > 0 or config.choice_format_coef > 0
-        logp, entropy, choice_logits = head_outputs(
+        logp, entropy, choice_logp = head_outputs(
             model, hidden, mb.input_ids, config.logits_chunk,
             config.choice_ids if use_choice else ())
         pg_sum, denom = policy_loss(config.policy_loss, logp, mb.old_logprobs, mb.advantages,
@@ -282,12 +280,12 @@ def _micro_batch(graphdef: nnx.GraphDef, config: UpdateConfig, params: nnx.State
         # Both choice terms are means over the micro-batch, weighted by its denominator: the
         # finalised loss is then the denominator-weighted mean of the micro-batches' values.
         if config.choice_entropy_coef > 0:
-            choice_ent, _ = marginal_choice_entropy(choice_logits, mb.input_ids, mask,
+            choice_ent, _ = marginal_choice_entropy(choice_logp, mb.input_ids, mask,
                                                     config.choice_ids)
             total = total - config.choice_entropy_coef * choice_ent * denom
             aux["choice_entropy"] = jax.lax.stop_gradient(choice_ent * denom)
         if config.choice_format_coef > 0:
-            logmass, _ = choice_set_logmass(choice_logits, mask)
+            logmass, _ = choice_set_logmass(choice_logp, mask)
             total = total - config.choice_format_coef * logmass * denom
             aux["choice_logmass"] = jax.lax.stop_gradient(logmass * denom)
         if use_kl:

@@ -39,7 +39,8 @@ class EnvSuite:
     None when the model's checkpoint must provide it; `evaluation` (an `EvalSpec`) turns on
     the final evaluation of every policy at the end of a run. `choice_texts` are the
     vocabulary pieces that each make one whole decision of a turn (toolworld: its call pieces;
-    empty when decisions span several tokens), for `loss.choice_entropy_coef`.
+    empty when decisions span several tokens), for `loss.choice_entropy_coef` and
+    `loss.choice_format_coef`.
     """
 
     tasks: Sequence[Any]
@@ -52,6 +53,20 @@ class EnvSuite:
     preference_of: Callable[[Any], Sequence[float] | None] | None = None
     evaluation: Any = None  # an `orchestra_jax.train.evaluation.EvalSpec`, or None
     choice_texts: tuple[str, ...] = ()
+
+    def choice_token_ids(self, tokenizer: Tokenizer) -> tuple[int, ...]:
+        """The id of each of `choice_texts` in `tokenizer`'s vocabulary; ValueError naming the
+        first one that is not a single token there."""
+        ids = []
+        for text in self.choice_texts:
+            token = tokenizer.token_to_id(text)
+            if token is None:
+                encoded = tokenizer.encode(text)
+                token = encoded[0] if len(encoded) == 1 else None
+            if token is None:
+                raise ValueError(f"{text!r} is not one token in this vocabulary")
+            ids.append(int(token))
+        return tuple(ids)
 
 
 EnvBuilder = Callable[[ml_collections.ConfigDict, Path], EnvSuite]

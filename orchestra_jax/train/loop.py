@@ -149,20 +149,15 @@ def _choice_ids(config: ml_collections.ConfigDict, suite: EnvSuite,
     if not keys:
         return ()
     key = f"loss.{keys[0]}"
-    ids = []
-    for text in suite.choice_texts:
-        token = tokenizer.token_to_id(text)
-        if token is None:
-            encoded = tokenizer.encode(text)
-            token = encoded[0] if len(encoded) == 1 else None
-        if token is None:
-            raise ConfigError(f"config key '{key}' needs every choice to be one token; "
-                              f"{text!r} is not one in this vocabulary")
-        ids.append(int(token))
+    try:
+        ids = suite.choice_token_ids(tokenizer)
+    except ValueError as exc:
+        raise ConfigError(f"config key '{key}' needs every choice to be one token; {exc}"
+                          ) from exc
     if len(set(ids)) < 2:
         raise ConfigError(f"config key '{key}' is {config.loss[keys[0]]}, but data.source "
                           f"{config.data.source!r} defines no choice pieces")
-    return tuple(ids)
+    return ids
 
 
 def _update_config(config: ml_collections.ConfigDict,
