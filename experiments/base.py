@@ -61,6 +61,8 @@ train       steps (RL steps), mini_batch_size (turn-samples per optimizer step),
             eval_every / checkpoint_every in RL steps (0: never), keep_checkpoints.
             seq_buckets: the lengths training sequences are padded to (None: powers of two
             from 128; the longest possible sequence is always the last bucket).
+            group_by_length: mini-batches of samples of similar length, each padded to its
+            own bucket (False: random mini-batches padded to the step's longest sample).
 sft         the format-only warm start before RL (steps 0: off): `episodes` scripted
             episodes of uniformly random valid calls on training tasks, then `steps` AdamW
             steps (lr, warmup_steps) of token cross-entropy on `batch_size` of their turns,
@@ -196,6 +198,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 10
     config.train.keep_checkpoints = 3
     config.train.seq_buckets = placeholder(tuple)
+    config.train.group_by_length = False
 
     config.sft = ml_collections.ConfigDict()
     config.sft.steps = 0
@@ -229,6 +232,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.world.prompt_template = "chatml_tools"
     config.world.call_pieces = "call"
     config.world.last_turn_note = False  # True: the last turn's prompt says so; random answers
+    config.world.efficiency_weight = 0.5  # cost and latency weight of the neutral user
 
     config.logging = ml_collections.ConfigDict()
     config.logging.tensorboard = True

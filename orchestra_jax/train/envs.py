@@ -161,6 +161,7 @@ def _toolworld(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
         world = ToolWorld(WorldConfig(seed=int(w.seed), search_k=int(w.search_k),
                                       max_turns=int(config.rollout.max_turns),
                                       last_turn_note=bool(w.last_turn_note),
+                                      efficiency_weight=float(w.efficiency_weight),
                                       cache_dir=str(workdir / "world")))
     except ValueError as exc:
         raise ConfigError(f"config key 'world': {exc}") from exc

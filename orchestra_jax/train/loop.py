@@ -594,16 +594,18 @@ class _Run:
         n = len(samples.triples)
         if n == 0:
             return {}
-        seq_len = self._seq_len(samples.triples)
         size = int(self.config.train.mini_batch_size)
+        by_length = bool(self.config.train.group_by_length)
         collected: list[dict[str, Any]] = []
         for epoch in range(int(self.config.train.ppo_epochs)):
-            order = np.random.default_rng([self.seed, step, epoch, 0xB7]).permutation(n)
-            for start in range(0, n, size):
-                chosen = order[start:start + size]
+            rng = np.random.default_rng([self.seed, step, epoch, 0xB7])
+            for chosen in mini_batch_indices(
+                    [len(t[0]) for t in samples.triples], size, rng, by_length):
+                triples = [samples.triples[i] for i in chosen]
+                seq_len = self._seq_len(triples if by_length else samples.triples)
                 critic = samples.returns is not None
                 batch = pack_sequences(
-                    [samples.triples[i] for i in chosen],
+                    triples,
                     [samples.advantages[i] for i in chosen], seq_len=seq_len,
                     batch_multiple=self.rows, pad_id=self.tokenizer.pad_token_id,
                     returns=[samples.returns[i] for i in chosen] if critic else None,
@@ -621,6 +623,22 @@ class _Run:
         out["lr"] = float(schedule(int(jax.device_get(self.state.step)) - 1))
         out["optimizer_steps"] = float(len(host))
         return out
+
+
+def mini_batch_indices(lengths: Sequence[int], size: int, rng: np.random.Generator,
+                       by_length: bool = False) -> list[np.ndarray]:
+    """One RL batch's samples cut into mini-batches of `size` (the last may be smaller), in a
+    random order. `by_length`: each mini-batch holds samples of similar length (sorted by
+    length, ties broken at random, then the mini-batches shuffled), so it is padded to its own
+    bucket rather than the step's longest -- a first turn's 110-token prompt no longer pays for
+    a third turn's 300 (every padded token costs a full forward and backward)."""
+    n = len(lengths)
+    order = rng.permutation(n)
+    if not by_length:
+        return [order[start:start + size] for start in range(0, n, size)]
+    order = order[np.argsort(np.asarray(lengths)[order], kind="stable")]
+    chunks = [order[start:start + size] for start in range(0, n, size)]
+    return [chunks[i] for i in rng.permutation(len(chunks))]
 
 
 def _task_id(task: Any, group: int | None) -> str:

@@ -122,6 +122,19 @@ def test_mixed_preferences_follow_the_mixture(world: ToolWorld) -> None:
         assert (weight < 0) == (alias in world.api_aliases)
 
 
+def test_efficiency_weight_sets_cost_and_latency_of_preferences_that_state_none(
+        tmp_path) -> None:
+    light = ToolWorld(WorldConfig(seed=0, efficiency_weight=0.1, cache_dir=str(tmp_path)))
+    by_name = {name: light.tasks("test", 1, preference=name)[0].preference_vector[-3:]
+               for name in ("neutral", "avoid_frontier", "prefer_open", "minimise_cost",
+                            "minimise_latency")}
+    assert by_name == {"neutral": (1.0, 0.1, 0.1), "avoid_frontier": (1.0, 0.1, 0.1),
+                       "prefer_open": (1.0, 0.1, 0.1), "minimise_cost": (1.0, 1.0, 0.0),
+                       "minimise_latency": (1.0, 0.0, 1.0)}
+    with pytest.raises(ValueError, match="efficiency_weight"):
+        WorldConfig(efficiency_weight=1.5)
+
+
 def test_unknown_preference_and_bad_arguments_are_named(world: ToolWorld) -> None:
     with pytest.raises(ValueError, match="unknown preference 'be_nice'"):
         world.tasks("test", 2, preference="be_nice")

@@ -110,6 +110,32 @@ def test_sequence_buckets_come_from_the_config_and_end_at_the_longest_sequence()
     assert _buckets(plain) == (128, 256, 512, 520)
 
 
+def test_mini_batches_by_length_hold_similar_lengths_and_every_sample_once():
+    import itertools
+
+    import numpy as np
+
+    from orchestra_jax.train.loop import mini_batch_indices
+
+    lengths = [110] * 40 + [180] * 30 + [300] * 10  # first turns, after a search, third turns
+    shuffled = np.random.default_rng(1).permutation(lengths).tolist()
+    plain = mini_batch_indices(shuffled, 32, np.random.default_rng(0))
+    grouped = mini_batch_indices(shuffled, 32, np.random.default_rng(0), by_length=True)
+    for batches in (plain, grouped):
+        assert sorted(np.concatenate(batches).tolist()) == list(range(80))
+        assert [len(b) for b in batches if len(b) != 32] == [16]
+    # Without grouping the batches are the seeded permutation's slices (as before the option).
+    order = np.random.default_rng(0).permutation(80)
+    assert [b.tolist() for b in plain] == [order[:32].tolist(), order[32:64].tolist(),
+                                           order[64:].tolist()]
+    # Grouped: padding every batch to its longest costs 180*32 + 300*16 + 110*32 = 13,120
+    # tokens against 300 * 80 = 24,000 for padding everything to the step's longest.
+    padded = sum(max(shuffled[i] for i in b) * len(b) for b in grouped)
+    assert padded == 110 * 32 + 180 * 32 + 300 * 16
+    spans = sorted((min(shuffled[i] for i in b), max(shuffled[i] for i in b)) for b in grouped)
+    assert all(hi <= lo_next for (_, hi), (lo_next, _) in itertools.pairwise(spans))
+
+
 def test_missing_config_file_exits_2_naming_the_path(tmp_path, capsys):
     missing = tmp_path / "no_such_recipe.py"
     assert main(["train", "--config", str(missing), "--workdir", str(tmp_path / "run")]) == 2

@@ -35,16 +35,20 @@ from dataclasses import dataclass
 from orchestra_jax.tools.pricing import Price
 from orchestra_jax.tools.qa_tools import ANSWER, TOOL_NAMES
 
+#: The cost and latency weight of a preference that states none (neutral, avoid, prefer).
+DEFAULT_EFFICIENCY_WEIGHT = 0.5
+
 
 @dataclass(frozen=True)
 class Preference:
-    """A named preference. `avoid` names alias groups: "frontier" or "api" (closed models)."""
+    """A named preference. `avoid` names alias groups: "frontier" or "api" (closed models).
+    `cost` / `latency` None: the world's `efficiency_weight` (`WorldConfig`)."""
 
     name: str
     instruction: str | None
     outcome: float = 1.0
-    cost: float = 0.5
-    latency: float = 0.5
+    cost: float | None = None
+    latency: float | None = None
     avoid: tuple[str, ...] = ()
 
     def avoided(self, frontier: str, api_aliases: Sequence[str]) -> set[str]:
@@ -56,12 +60,19 @@ class Preference:
         return None if self.instruction is None else self.instruction.format(frontier=frontier)
 
     def vector(
-        self, aliases: Sequence[str], frontier: str, api_aliases: Sequence[str]
+        self,
+        aliases: Sequence[str],
+        frontier: str,
+        api_aliases: Sequence[str],
+        efficiency: float = DEFAULT_EFFICIENCY_WEIGHT,
     ) -> tuple[float, ...]:
-        """`[alias weights (in `aliases` order)..., outcome, cost, latency]`."""
+        """`[alias weights (in `aliases` order)..., outcome, cost, latency]`; a preference that
+        names no cost or latency weight of its own weights each by `efficiency`."""
         avoided = self.avoided(frontier, api_aliases)
         weights = [-1.0 if alias in avoided else 0.0 for alias in aliases]
-        return (*weights, self.outcome, self.cost, self.latency)
+        cost = efficiency if self.cost is None else self.cost
+        latency = efficiency if self.latency is None else self.latency
+        return (*weights, self.outcome, cost, latency)
 
 
 PREFERENCES: dict[str, Preference] = {
@@ -169,6 +180,7 @@ class Augmentation:
 
 
 __all__ = [
+    "DEFAULT_EFFICIENCY_WEIGHT",
     "DEFAULT_MIX",
     "PREFERENCES",
     "Augmentation",

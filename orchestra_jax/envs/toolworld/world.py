@@ -35,6 +35,7 @@ from orchestra_jax.envs.toolworld.experts import (
     typical_latency_s,
 )
 from orchestra_jax.envs.toolworld.preferences import (
+    DEFAULT_EFFICIENCY_WEIGHT,
     DEFAULT_MIX,
     Augmentation,
     draw_preference,
@@ -77,6 +78,8 @@ class WorldConfig:
     - `cache_code_runs`: run each distinct program once per world and reuse its output.
     - `cache_dir`: where the corpus and its index go (default: the user's cache directory).
     - `preference_mix`: preferences and weights for `tasks(..., preference="mix")`.
+    - `efficiency_weight`: the cost and the latency weight of every preference that states
+      none of its own (neutral, avoid_frontier, prefer_open) against the outcome's 1.
     - `augmentation`: how `tool_subsets` / `price_schedules` augment tasks.
     """
 
@@ -95,6 +98,7 @@ class WorldConfig:
     cache_code_runs: bool = True
     cache_dir: str | None = None
     preference_mix: tuple[tuple[str, float], ...] = DEFAULT_MIX
+    efficiency_weight: float = DEFAULT_EFFICIENCY_WEIGHT
     augmentation: Augmentation = field(default_factory=Augmentation)
 
     def __post_init__(self) -> None:
@@ -115,6 +119,10 @@ class WorldConfig:
         tool_schemas((), style=self.schema_style)  # a ValueError naming a bad style
         for name, _ in self.preference_mix:
             get_preference(name)  # a ValueError naming an unknown preference
+        if not 0 <= self.efficiency_weight <= 1:
+            raise ValueError(
+                f"efficiency_weight must lie in [0, 1], got {self.efficiency_weight!r}"
+            )
 
 
 class ToolWorld:
@@ -212,7 +220,8 @@ class ToolWorld:
         changes: dict[str, Any] = {
             "preference": pref.name,
             "instruction": pref.text(self.frontier_alias),
-            "preference_vector": pref.vector(self.aliases, self.frontier_alias, self.api_aliases),
+            "preference_vector": pref.vector(self.aliases, self.frontier_alias, self.api_aliases,
+                                             self.config.efficiency_weight),
         }
         if pref.name != "neutral":
             changes["id"] = f"{task.id}@{pref.name}"
