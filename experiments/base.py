@@ -76,7 +76,8 @@ eval        final: at the end of a run, evaluate every policy the environment of
             max_tasks: evaluate on the first N held-out tasks only (None: all).
 data        source: the environment family -- "toolworld" (embedded, generated), "qa" or
             "tau2" (tasks read from path). path: the task file (None for toolworld);
-            eval_path (None: no eval set); max_tasks (None: all).
+            eval_path (None: no eval set); max_tasks (None: all). balanced: every step's
+            tasks hold the environment's task kinds (toolworld: families) in equal numbers.
 world       the embedded toolworld (data.source "toolworld"): seed of the world (entities,
             tasks, experts); train_tasks / test_tasks drawn from disjoint seeds;
             train_preference "neutral" or "mix" (training tasks carry preference
@@ -218,6 +219,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.path = placeholder(str)
     config.data.eval_path = placeholder(str)
     config.data.max_tasks = placeholder(int)
+    config.data.balanced = False
 
     config.world = ml_collections.ConfigDict()
     config.world.seed = 0

@@ -13,7 +13,7 @@ it only enlarges that task's group).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import grain
@@ -52,8 +52,15 @@ def task_pipeline(
     shuffle: bool = True,
     num_epochs: int | None = None,
     state: Mapping[str, Any] | None = None,
+    strata: Sequence[Hashable] | None = None,
 ) -> grain.DatasetIterator:
     """An iterator of lists of `prompts_per_step` tasks, one list per RL step.
+
+    `strata` (one label per task, e.g. its family) balances the batches: each stratum is
+    shuffled and repeated on its own and the strata are dealt round-robin, so a batch of
+    `prompts_per_step` tasks holds the strata in equal numbers (up to one when they do not
+    divide it) -- a step's gradient then never leans on whichever family the shuffle happened
+    to favour. A stratum smaller than the others simply repeats sooner.
 
     `seed` fixes the per-epoch shuffles; `num_epochs=None` repeats forever, an integer stops
     after that many passes (the last, partial batch is dropped so every step has the same
@@ -76,10 +83,14 @@ def task_pipeline(
             f"prompts_per_step={prompts_per_step}"
         )
 
-    dataset = grain.MapDataset.source(tasks)
-    if shuffle:
-        dataset = dataset.shuffle(seed=seed)
-    dataset = dataset.repeat(num_epochs).batch(
+    if strata is not None:
+        dataset = _stratified(tasks, strata, seed, shuffle, num_epochs)
+    else:
+        dataset = grain.MapDataset.source(tasks)
+        if shuffle:
+            dataset = dataset.shuffle(seed=seed)
+        dataset = dataset.repeat(num_epochs)
+    dataset = dataset.batch(
         prompts_per_step, drop_remainder=True, batch_fn=list
     )
     # Tasks are in memory: reader threads would only contend for the GIL (grain's own advice).
@@ -88,6 +99,24 @@ def task_pipeline(
     if state is not None:
         _restore_state(iterator, state)
     return iterator
+
+
+def _stratified(tasks: Any, strata: Sequence[Hashable], seed: int, shuffle: bool,
+                num_epochs: int | None) -> grain.MapDataset:
+    """The strata's own (shuffled, repeated) streams dealt round-robin, in order of first
+    appearance."""
+    if len(strata) != len(tasks):
+        raise PipelineError(f"strata has {len(strata)} labels for {len(tasks)} tasks")
+    members: dict[Hashable, list[int]] = {}
+    for index, label in enumerate(strata):
+        members.setdefault(label, []).append(index)
+    streams = []
+    for k, indices in enumerate(members.values()):
+        stream = grain.MapDataset.source([tasks[i] for i in indices])
+        if shuffle:
+            stream = stream.shuffle(seed=(seed + k) % (_MAX_SEED + 1))
+        streams.append(stream.repeat(num_epochs))
+    return grain.MapDataset.mix(streams)
 
 
 def _restore_state(iterator: grain.DatasetIterator, state: Mapping[str, Any]) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,8 @@ class EnvSuite:
     the final evaluation of every policy at the end of a run. `choice_texts` are the
     vocabulary pieces that each make one whole decision of a turn (toolworld: its call pieces;
     empty when decisions span several tokens), for `loss.choice_entropy_coef` and
-    `loss.choice_format_coef`.
+    `loss.choice_format_coef`. `kind_of(task)` labels a task's kind (toolworld: its family)
+    for `data.balanced` (None: the environment has no kinds).
     """
 
     tasks: Sequence[Any]
@@ -53,6 +54,7 @@ class EnvSuite:
     preference_of: Callable[[Any], Sequence[float] | None] | None = None
     evaluation: Any = None  # an `orchestra_jax.train.evaluation.EvalSpec`, or None
     choice_texts: tuple[str, ...] = ()
+    kind_of: Callable[[Any], Hashable] | None = None
 
     def choice_token_ids(self, tokenizer: Tokenizer) -> tuple[int, ...]:
         """The id of each of `choice_texts` in `tokenizer`'s vocabulary; ValueError naming the
@@ -211,7 +213,8 @@ def _toolworld(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
                     count_calls=count_calls,
                     preference_of=lambda task: task.preference_vector or None,
                     evaluation=evaluation,
-                    choice_texts=tuple(call_piece_texts(aliases, str(w.call_pieces))))
+                    choice_texts=tuple(call_piece_texts(aliases, str(w.call_pieces))),
+                    kind_of=lambda task: task.family)
 
 
 __all__ = ["ENVS", "EnvSuite", "build_env_suite", "register_env"]

@@ -256,6 +256,16 @@ def _buckets(config: ml_collections.ConfigDict) -> tuple[int, ...]:
     return (*sorted(b for b in set(buckets) if b < longest), longest)
 
 
+def _strata(config: ml_collections.ConfigDict, suite: EnvSuite) -> list[Any] | None:
+    """Each training task's kind when `data.balanced` asks for balanced steps."""
+    if not bool(config.data.balanced):
+        return None
+    if suite.kind_of is None:
+        raise ConfigError("config key 'data.balanced' is True but this environment "
+                          f"({config.data.source!r}) does not label its tasks' kinds")
+    return [suite.kind_of(task) for task in suite.tasks]
+
+
 def _seed(*parts: int) -> int:
     """A reproducible 31-bit seed from integers (the run seed, the step, a purpose tag)."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] & 0x7FFFFFFF)
@@ -844,7 +854,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
         run.sampler.update_params(run.state.params, version=step)
         pipeline = task_pipeline(run.suite.tasks, seed=int(config.train.seed),
                                  prompts_per_step=int(config.rollout.prompts_per_step),
-                                 state=data_state)
+                                 state=data_state, strata=_strata(config, run.suite))
         guard: Any = PreemptionGuard()
         on_main = threading.current_thread() is threading.main_thread()
         with guard if on_main else contextlib.nullcontext():

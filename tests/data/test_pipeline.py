@@ -94,3 +94,22 @@ def test_finite_epochs_stop_and_drop_the_partial_batch():
 def test_bad_arguments_raise_a_pipeline_error_naming_them(tasks, kwargs, names):
     with pytest.raises(PipelineError, match=names):
         task_pipeline(tasks, **kwargs)
+
+
+def test_strata_balance_every_batch_and_resume_exactly():
+    tasks = [f"{'aelm'[i % 4]}{i}" for i in range(40)]  # four kinds of ten
+    strata = [t[0] for t in tasks]
+    it = task_pipeline(tasks, seed=3, prompts_per_step=8, strata=strata)
+    batches = [next(it) for _ in range(6)]  # 48 tasks: past one pass over each stratum of 10
+    for batch in batches:
+        assert sorted(t[0] for t in batch) == sorted("aelm" * 2)
+    first_pass = [t for batch in batches for t in batch][:40]
+    assert sorted(first_pass) == sorted(tasks)  # each task once before any repeats
+    state = it.get_state()
+    expected = next(it)
+    resumed = task_pipeline(tasks, seed=3, prompts_per_step=8, strata=strata, state=state)
+    assert next(resumed) == expected
+    other = task_pipeline(tasks, seed=4, prompts_per_step=8, strata=strata)
+    assert [next(other) for _ in range(6)] != batches
+    with pytest.raises(PipelineError, match="strata has 3 labels for 40 tasks"):
+        task_pipeline(tasks, seed=3, prompts_per_step=8, strata=strata[:3])

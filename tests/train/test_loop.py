@@ -275,11 +275,16 @@ def test_choice_terms_on_a_world_without_choice_pieces_exit_2_naming_the_key(tmp
     assert "loss.choice_format_coef" in err and "toy_target_call" in err
 
 
+def test_balanced_steps_on_a_world_without_task_kinds_exit_2_naming_the_key(tmp_path, capsys):
+    assert _train(tmp_path / "run", "--config.data.balanced=True") == 2
+    assert "data.balanced" in capsys.readouterr().err
+
+
 def test_toolworld_choice_ids_are_its_eighteen_one_piece_calls(tmp_path):
     from orchestra_jax.envs.toolworld.vocabulary import call_texts
     from orchestra_jax.train.config import load_config
     from orchestra_jax.train.envs import build_env_suite
-    from orchestra_jax.train.loop import _choice_ids
+    from orchestra_jax.train.loop import _choice_ids, _strata
 
     config = load_config(str(REPO / "experiments" / "toolworld_tiny.py"), [
         "--config.world.train_tasks=8", "--config.world.test_tasks=4",
@@ -291,6 +296,10 @@ def test_toolworld_choice_ids_are_its_eighteen_one_piece_calls(tmp_path):
     assert [suite.tokenizer.encode(text) for text in texts] == [[i] for i in ids]
     config.loss.choice_entropy_coef = config.loss.choice_format_coef = 0.0
     assert _choice_ids(config, suite, suite.tokenizer) == ()
+    # data.balanced deals the families round-robin: the suite labels each task's family.
+    config.data.balanced = True
+    assert _strata(config, suite) == [task.family for task in suite.tasks]
+    assert set(_strata(config, suite)) == {"arithmetic", "easy", "lookup", "multihop"}
 
 
 def test_muon_trains_the_toy_recipe_and_an_unknown_optimizer_exits_2(tmp_path, capsys):
