@@ -49,7 +49,10 @@ log = logging.getLogger(__name__)
 #: (an alias, an error kind, a metric name); it may contain "/" (model ids often do).
 TAGS: dict[str, str] = {
     # --- outcome, reward and their price (per training step, means over the step's episodes)
-    "train/reward": "Mean shaped reward of the step's episodes (the number RL maximises).",
+    "train/reward": "Mean shaped reward of the step's episodes (the number RL maximises). "
+    "With the ToolOrchestra reward it is relative to each group (features min-max normalised "
+    "within it; a feature all rollouts share counts 0), so it can fall as the policy improves "
+    "and its groups turn uniform: train/accuracy and train/cost_usd track progress.",
     "train/accuracy": "Mean verified outcome in [0, 1] of the step's episodes (reward-free).",
     "train/cost_usd": "Mean money the tools spent per episode (experts, sandbox, search), USD.",
     "train/latency_s": "Mean summed tool-call latency per episode, seconds (the method's "

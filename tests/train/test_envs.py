@@ -46,3 +46,16 @@ def test_world_last_turn_note_reaches_the_prompts_and_the_random_policy(tmp_path
         if note:  # the warm start's data and the random baseline answer when told to
             assert t.samples[-1].calls and t.samples[-1].calls[0].name == "answer"
     assert all(not any(_noted(t, tokenizer)) for t in episodes if len(t.samples) < 3)
+
+
+@pytest.mark.parametrize("weight", [0.1, 0.5])
+def test_world_efficiency_weight_reaches_every_task_the_reward_reads(tmp_path, weight):
+    config = load_config(str(REPO / "experiments" / "toolworld_tiny.py"), [
+        "--config.world.train_tasks=40", "--config.world.test_tasks=8",
+        "--config.world.vocabulary_tasks=40", f"--config.world.efficiency_weight={weight}"])
+    suite = build_env_suite(config, tmp_path / "run")
+    vectors = {task.preference: suite.preference_of(task)[-3:] for task in suite.tasks}
+    assert vectors["neutral"] == vectors["avoid_frontier"] == (1.0, weight, weight)
+    assert vectors["minimise_cost"] == (1.0, 1.0, 0.0)  # states its own weights
+    assert {suite.preference_of(task)[-3:] for task in suite.eval_tasks} == {(1.0, weight,
+                                                                              weight)}
