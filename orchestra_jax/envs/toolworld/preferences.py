@@ -19,6 +19,8 @@ prices), so a group that mostly guessed taught its one correct search to guess t
 policy trained that way settled on answering every task at once with the cheapest expert
 (45 % on the test tasks). At 0.5 a correct route still gains up to one point for being the
 group's cheapest and fastest, but a guess that is right one time in five no longer pays.
+`WorldConfig.efficiency_weight` sets that 0.5 per world: at 0.1 (the `toolworld_tiny` recipe)
+a guess right half the time no longer pays as well as a route that is always right either.
 
 Augmentations (paper, training only): a random subset of experts (and of the two optional
 tools) per task, and a random price schedule per task (each alias's catalog price scaled by a
