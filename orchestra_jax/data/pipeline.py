@@ -60,7 +60,8 @@ def task_pipeline(
     shuffled and repeated on its own and the strata are dealt round-robin, so a batch of
     `prompts_per_step` tasks holds the strata in equal numbers (up to one when they do not
     divide it) -- a step's gradient then never leans on whichever family the shuffle happened
-    to favour. A stratum smaller than the others simply repeats sooner.
+    to favour. Without `num_epochs` a stratum smaller than the others simply repeats sooner;
+    with it, the stream ends when the smallest stratum's last pass does.
 
     `seed` fixes the per-epoch shuffles; `num_epochs=None` repeats forever, an integer stops
     after that many passes (the last, partial batch is dropped so every step has the same

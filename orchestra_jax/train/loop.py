@@ -606,13 +606,14 @@ class _Run:
             return {}
         size = int(self.config.train.mini_batch_size)
         by_length = bool(self.config.train.group_by_length)
+        lengths = [len(t[0]) for t in samples.triples]
+        step_len = self._seq_len(samples.triples)
         collected: list[dict[str, Any]] = []
         for epoch in range(int(self.config.train.ppo_epochs)):
             rng = np.random.default_rng([self.seed, step, epoch, 0xB7])
-            for chosen in mini_batch_indices(
-                    [len(t[0]) for t in samples.triples], size, rng, by_length):
+            for chosen in mini_batch_indices(lengths, size, rng, by_length):
                 triples = [samples.triples[i] for i in chosen]
-                seq_len = self._seq_len(triples if by_length else samples.triples)
+                seq_len = self._seq_len(triples) if by_length else step_len
                 critic = samples.returns is not None
                 batch = pack_sequences(
                     triples,
@@ -644,11 +645,10 @@ def mini_batch_indices(lengths: Sequence[int], size: int, rng: np.random.Generat
     a third turn's 300 (every padded token costs a full forward and backward)."""
     n = len(lengths)
     order = rng.permutation(n)
-    if not by_length:
-        return [order[start:start + size] for start in range(0, n, size)]
-    order = order[np.argsort(np.asarray(lengths)[order], kind="stable")]
+    if by_length:
+        order = order[np.argsort(np.asarray(lengths)[order], kind="stable")]
     chunks = [order[start:start + size] for start in range(0, n, size)]
-    return [chunks[i] for i in rng.permutation(len(chunks))]
+    return [chunks[i] for i in rng.permutation(len(chunks))] if by_length else chunks
 
 
 def _task_id(task: Any, group: int | None) -> str:
