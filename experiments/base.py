@@ -53,9 +53,10 @@ loss        policy_loss: a name in the loss registry (ppo_clip, gspo, reinforce)
             over the world's one-token choices), choice_format_coef (-log P(a choice) at each
             turn's decision position): 0 is off; they need a world with choice pieces
             (toolworld).
-optimizer   name (adamw or muon; muon_embeddings: the head too), lr, schedule ("constant" or
-            "cosine"), warmup_steps, b1, b2, eps, weight_decay, grad_clip (global norm;
-            None: off).
+optimizer   name (adamw or muon; muon_embeddings: the head too), lr, schedule ("constant",
+            "cosine" or "linear", both decaying to 0 at train.steps), warmup_steps, b1, b2,
+            eps, weight_decay, grad_clip (global norm; None: off). The schedule and the
+            warm-up count RL steps, not optimizer updates (a step's count of those varies).
 train       steps (RL steps), mini_batch_size (turn-samples per optimizer step), ppo_epochs
             over each RL batch, micro_batches per mini-batch (gradient accumulation), seed,
             eval_every / checkpoint_every in RL steps (0: never), keep_checkpoints.

@@ -13,6 +13,7 @@ import functools
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 SCHEDULES = ("constant", "cosine", "linear")
@@ -159,3 +160,29 @@ def make_optimizer(
     if grad_clip < 0:
         raise ValueError(f"grad_clip must be > 0 (or None), got {grad_clip}")
     return optax.chain(optax.clip_by_global_norm(grad_clip), inner)
+
+
+#: The name of the multiplier `with_lr_scale` keeps in the optimizer state.
+_LR_SCALE = "step_size"
+
+
+def with_lr_scale(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``inner`` followed by a multiplier that lives in the optimizer state (1 at first), which
+    `set_lr_scale` replaces between steps. Why: an RL step runs a varying number of optimizer
+    updates (one per mini-batch of the turn-samples its filters keep), so a schedule over
+    optax's update count cannot say where in the run it is; the training loop evaluates the
+    schedule at the RL step instead and sets it here. Scaling the final update is scaling the
+    learning rate, decoupled weight decay included (AdamW and Muon both multiply it by lr)."""
+    return optax.chain(inner, optax.inject_hyperparams(optax.scale)(step_size=1.0))
+
+
+def set_lr_scale(opt_state: Any, value: float) -> Any:
+    """``opt_state`` of a `with_lr_scale` optimizer with its multiplier set to ``value``, on
+    the device placement of the multiplier it replaces."""
+    inner_state, scale_state = opt_state
+    old = scale_state.hyperparams[_LR_SCALE]
+    new = jnp.asarray(value, dtype=old.dtype)
+    if isinstance(old, jax.Array):
+        new = jax.device_put(new, old.sharding)
+    hyperparams = dict(scale_state.hyperparams, **{_LR_SCALE: new})
+    return (inner_state, scale_state._replace(hyperparams=hyperparams))

@@ -49,7 +49,13 @@ from orchestra_jax.rl.advantages import ADVANTAGES, compute_advantages
 from orchestra_jax.rl.batch import DEFAULT_BUCKETS, batch_shards, pack_sequences, put_batch
 from orchestra_jax.rl.filters import filter_samples
 from orchestra_jax.rl.losses import POLICY_LOSSES, kl_divergence
-from orchestra_jax.rl.optimizer import OPTIMIZERS, make_optimizer, make_schedule
+from orchestra_jax.rl.optimizer import (
+    OPTIMIZERS,
+    make_optimizer,
+    make_schedule,
+    set_lr_scale,
+    with_lr_scale,
+)
 from orchestra_jax.rl.scoring import make_scorer
 from orchestra_jax.rl.train_state import TrainState, init_train_state, train_state_shardings
 from orchestra_jax.rl.update_step import UpdateConfig, make_update_step
@@ -193,27 +199,38 @@ def _update_config(config: ml_collections.ConfigDict,
     return update
 
 
-def _optimizer_args(config: ml_collections.ConfigDict, updates_per_step: int) -> dict[str, Any]:
+def _lr_schedule(config: ml_collections.ConfigDict) -> Any:
+    """The learning rate by RL step (0-based): `optimizer.schedule` and `optimizer.warmup_steps`
+    count RL steps, `train.steps` of them in all. Raises naming the key for a bad value."""
     opt = config.optimizer
     if opt.name not in OPTIMIZERS:
         raise ConfigError(f"config key 'optimizer.name' is {opt.name!r}; known: "
                           f"{list(OPTIMIZERS)}")
-    return dict(name=opt.name, lr=float(opt.lr), schedule=opt.schedule,
-                warmup_steps=int(opt.warmup_steps),
-                total_steps=max(1, int(config.train.steps) * updates_per_step))
-
-
-def _make_optimizer(config: ml_collections.ConfigDict, updates_per_step: int) -> Any:
-    opt = config.optimizer
-    args = _optimizer_args(config, updates_per_step)
     try:
-        make_schedule(args["lr"], schedule=args["schedule"], warmup_steps=args["warmup_steps"],
-                      total_steps=args["total_steps"])
-        return make_optimizer(**args, b1=opt.b1, b2=opt.b2, eps=opt.eps,
-                              muon_embeddings=bool(opt.muon_embeddings),
-                              weight_decay=opt.weight_decay, grad_clip=opt.grad_clip)
+        return make_schedule(float(opt.lr), schedule=opt.schedule,
+                             warmup_steps=int(opt.warmup_steps),
+                             total_steps=max(1, int(config.train.steps)))
     except ValueError as exc:
         raise ConfigError(f"config key 'optimizer': {exc}") from exc
+
+
+def _lr_scheduled(config: ml_collections.ConfigDict) -> bool:
+    return config.optimizer.schedule != "constant" or int(config.optimizer.warmup_steps) > 0
+
+
+def _make_optimizer(config: ml_collections.ConfigDict) -> Any:
+    """The RL optimizer at the constant `optimizer.lr`; with a schedule, behind `with_lr_scale`,
+    whose multiplier `_Run.learn` sets at every RL step (an RL step's count of optimizer
+    updates varies with what its filters keep, so optax's own count cannot place the step)."""
+    opt = config.optimizer
+    _lr_schedule(config)
+    try:
+        optimizer = make_optimizer(float(opt.lr), name=opt.name, b1=opt.b1, b2=opt.b2,
+                                   eps=opt.eps, muon_embeddings=bool(opt.muon_embeddings),
+                                   weight_decay=opt.weight_decay, grad_clip=opt.grad_clip)
+    except ValueError as exc:
+        raise ConfigError(f"config key 'optimizer': {exc}") from exc
+    return with_lr_scale(optimizer) if _lr_scheduled(config) else optimizer
 
 
 def _check_train(config: ml_collections.ConfigDict, shards: int) -> int:
@@ -518,13 +535,10 @@ class _Run:
         self.shards = shards
         self.rows = _check_train(config, shards)
         self.buckets = _buckets(config)
-        episodes = int(config.rollout.prompts_per_step) * int(config.rollout.group_size)
-        self.updates_per_step = int(config.train.ppo_epochs) * max(
-            1, -(-episodes // int(config.train.mini_batch_size)))
         self.update_config = _update_config(config, _choice_ids(config, self.suite,
                                                                 self.tokenizer))
-        self.optimizer = _make_optimizer(config, self.updates_per_step)
-        self.schedule_args = _optimizer_args(config, self.updates_per_step)
+        self.optimizer = _make_optimizer(config)
+        self.lr_schedule = _lr_schedule(config)
         if loaded_model is not None:
             model = loaded_model
         else:
@@ -608,6 +622,11 @@ class _Run:
         by_length = bool(self.config.train.group_by_length)
         lengths = [len(t[0]) for t in samples.triples]
         step_len = self._seq_len(samples.triples)
+        lr = float(self.lr_schedule(step))
+        if _lr_scheduled(self.config):
+            base = float(self.config.optimizer.lr)
+            self.state = dataclasses.replace(self.state, opt_state=set_lr_scale(
+                self.state.opt_state, lr / base if base > 0 else 1.0))
         collected: list[dict[str, Any]] = []
         for epoch in range(int(self.config.train.ppo_epochs)):
             rng = np.random.default_rng([self.seed, step, epoch, 0xB7])
@@ -627,11 +646,7 @@ class _Run:
         host = jax.device_get(collected)
         out = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
         out["tokens"] = float(np.sum([m["tokens"] for m in host]))
-        args = self.schedule_args
-        schedule = make_schedule(args["lr"], schedule=args["schedule"],
-                                 warmup_steps=args["warmup_steps"],
-                                 total_steps=args["total_steps"])
-        out["lr"] = float(schedule(int(jax.device_get(self.state.step)) - 1))
+        out["lr"] = lr
         out["optimizer_steps"] = float(len(host))
         return out
 

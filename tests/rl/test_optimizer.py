@@ -11,7 +11,12 @@ from optax.contrib import MuonDimensionNumbers
 
 from orchestra_jax.models.decoder import init_decoder
 from orchestra_jax.rl.batch import put_batch
-from orchestra_jax.rl.optimizer import make_optimizer, muon_dimension_numbers
+from orchestra_jax.rl.optimizer import (
+    make_optimizer,
+    muon_dimension_numbers,
+    set_lr_scale,
+    with_lr_scale,
+)
 from orchestra_jax.rl.train_state import init_train_state, train_state_shardings
 from orchestra_jax.rl.update_step import UpdateConfig, make_update_step
 from orchestra_jax.sharding import make_mesh
@@ -71,6 +76,33 @@ def test_a_muon_step_runs_on_the_sharded_state_and_orthogonalises_the_matrix_upd
     # lr * (1 + b1 (1 - b1) / (1 - b1^2)) per entry wherever the gradient is non-zero.
     head = np.abs(np.asarray(after["lm_head"]) - np.asarray(before["lm_head"]))
     assert np.median(head) == pytest.approx(1e-2 * (1 + 0.9 * 0.1 / 0.19), rel=0.01)
+
+
+@pytest.mark.parametrize("name", ["adamw", "muon"])
+def test_the_lr_scale_multiplies_each_update_as_a_smaller_learning_rate_would(name):
+    """The multiplier scales the finished update (weight decay and Muon's scaling included)
+    and leaves the moments alone: with it set to 0.25 then 0.5, the two updates are those of
+    the plain optimizer times 0.25 and 0.5, and the first is a fresh optimizer's at lr / 4."""
+    params = nnx.split(init_decoder(TINY, 0))[1]
+    grads = [jax.tree.map(lambda p, k=k: jax.numpy.cos(p * 3.0 + k), params) for k in (1, 2)]
+    plain = make_optimizer(1e-2, name=name, weight_decay=0.1)
+    scaled = with_lr_scale(make_optimizer(1e-2, name=name, weight_decay=0.1))
+    plain_state, scaled_state = plain.init(params), scaled.init(params)
+
+    def close(got, want, factor):
+        pairs = zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want), strict=True)
+        for (path, a), b in pairs:
+            np.testing.assert_allclose(np.asarray(a), factor * np.asarray(b), rtol=1e-5,
+                                       atol=1e-10, err_msg=jax.tree_util.keystr(path))
+
+    for factor, grad in zip((0.25, 0.5), grads, strict=True):
+        scaled_state = set_lr_scale(scaled_state, factor)
+        got, scaled_state = scaled.update(grad, scaled_state, params)
+        want, plain_state = plain.update(grad, plain_state, params)
+        close(got, want, factor)
+        if factor == 0.25:
+            quarter = make_optimizer(1e-2 * factor, name=name, weight_decay=0.1)
+            close(got, quarter.update(grad, quarter.init(params), params)[0], 1.0)
 
 
 def test_an_unknown_optimizer_name_is_refused():

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.util import tensor_util
 
@@ -310,3 +312,39 @@ def test_muon_trains_the_toy_recipe_and_an_unknown_optimizer_exits_2(tmp_path, c
     assert _train(tmp_path / "lion", "--config.optimizer.name=lion") == 2
     err = capsys.readouterr().err
     assert "optimizer.name" in err and "'lion'" in err and "muon" in err
+
+
+def _params(workdir: Path, step: int) -> dict:
+    import jax
+
+    with CheckpointManager(workdir / "checkpoints") as manager:
+        state, _, _ = manager.restore(step)
+    return {jax.tree_util.keystr(path): np.asarray(leaf)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(state["params"])[0]}
+
+
+def test_the_lr_schedule_counts_rl_steps_whatever_the_updates_per_step(tmp_path):
+    """Warm-up over two RL steps: step 1's two updates run at lr 0 (the policy is the
+    initial one, exactly as after a step at lr 0), step 2's at lr / 2, step 3's at lr -- however
+    many mini-batches each step's kept samples make."""
+    # The entropy bonus gives every step a gradient, whatever the rewards.
+    bonus = "--config.loss.entropy_coef=0.01"
+    warm = tmp_path / "warm"
+    assert _train(warm, bonus, "--config.train.steps=3", "--config.optimizer.warmup_steps=2",
+                  "--config.train.keep_checkpoints=3") == 0
+    assert [h["train/lr"] for h in _history(warm)] == pytest.approx([0.0, 0.005, 0.01])
+    frozen = tmp_path / "frozen"
+    assert _train(frozen, bonus, "--config.train.steps=1", "--config.optimizer.lr=0.0") == 0
+    after_warm, after_frozen = _params(warm, 1), _params(frozen, 1)
+    assert after_warm.keys() == after_frozen.keys()
+    for path, value in after_frozen.items():
+        np.testing.assert_array_equal(after_warm[path], value, err_msg=path)
+    moved = _params(warm, 2)
+    assert any(not np.array_equal(moved[path], value) for path, value in after_warm.items())
+
+
+def test_a_linear_schedule_ends_at_zero_on_the_last_rl_step(tmp_path):
+    workdir = tmp_path / "linear"
+    assert _train(workdir, "--config.train.steps=4", "--config.optimizer.schedule=linear") == 0
+    assert [h["train/lr"] for h in _history(workdir)] == pytest.approx(
+        [0.01, 0.0075, 0.005, 0.0025])
