@@ -64,6 +64,8 @@ train       steps (RL steps), mini_batch_size (turn-samples per optimizer step),
             from 128; the longest possible sequence is always the last bucket).
             group_by_length: mini-batches of samples of similar length, each padded to its
             own bucket (False: random mini-batches padded to the step's longest sample).
+            ema_decay: 0 (off) or the per-RL-step decay of a moving average of the params
+            that the final evaluation and `orchestra eval` play as the trained policy.
 sft         the format-only warm start before RL (steps 0: off): `episodes` scripted
             episodes of uniformly random valid calls on training tasks, then `steps` AdamW
             steps (lr, warmup_steps) of token cross-entropy on `batch_size` of their turns,
@@ -201,6 +203,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.keep_checkpoints = 3
     config.train.seq_buckets = placeholder(tuple)
     config.train.group_by_length = False
+    config.train.ema_decay = 0.0
 
     config.sft = ml_collections.ConfigDict()
     config.sft.steps = 0

@@ -1,4 +1,5 @@
-"""The learner's state -- step, params, optimizer state, frozen reference, rng -- on a mesh.
+"""The learner's state -- step, params, optimizer state, frozen reference, rng, and optionally
+a moving average of the params -- on a mesh.
 
 Everything is born with its final sharding: parameters follow the model's logical-axis rules,
 optimizer moments follow the parameter they belong to, scalars (step, Adam's count, the rng)
@@ -9,6 +10,7 @@ large run needs per device can be read off before a single weight exists.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -31,13 +33,16 @@ class TrainState:
     """One pytree with everything an update step reads and replaces.
 
     ``ref_params`` is the frozen reference policy for the KL term (``None`` when the run uses
-    no KL); ``rng`` is a typed PRNG key, replicated."""
+    no KL); ``rng`` is a typed PRNG key, replicated. ``ema_params`` is an exponential moving
+    average of ``params`` that the training loop advances once per RL step (`ema_update`);
+    ``None`` when the run keeps none. It lives here so that checkpoints carry it."""
 
     step: Any
     params: nnx.State
     opt_state: optax.OptState
     ref_params: nnx.State | None
     rng: Any
+    ema_params: nnx.State | None = None
 
 
 def _replicated(mesh: AnyMesh) -> jax.sharding.NamedSharding:
@@ -75,7 +80,7 @@ def _with_sharding(shapes: Any, shardings: Any) -> Any:
 
 def _abstract_from_params(graph_params: nnx.State, optimizer: optax.GradientTransformation,
                           mesh: AnyMesh, rules: LogicalRules | None,
-                          reference: bool) -> TrainState:
+                          reference: bool, ema: bool = False) -> TrainState:
     param_shardings = state_shardings(graph_params, mesh, rules)
     params = _with_sharding(jax.eval_shape(lambda p: p, graph_params), param_shardings)
     opt_shapes = jax.eval_shape(optimizer.init, params)
@@ -88,6 +93,7 @@ def _abstract_from_params(graph_params: nnx.State, optimizer: optax.GradientTran
         opt_state=_with_sharding(opt_shapes, opt_shardings),
         ref_params=params if reference else None,
         rng=jax.ShapeDtypeStruct(key_shape.shape, key_shape.dtype, sharding=replicated),
+        ema_params=params if ema else None,
     )
 
 
@@ -117,13 +123,14 @@ def init_train_state(
     rules: LogicalRules | None = None,
     reference: bool = True,
     seed: int = 0,
+    ema: bool = False,
 ) -> tuple[nnx.GraphDef, TrainState]:
     """``(graphdef, state)`` for ``model`` on ``mesh``: the params are placed on their rule
     shardings (a no-op for a model from ``sharded_init``), the optimizer state is created
-    directly on its shards, and the reference is a separate copy of the params (the update
-    step donates the state, so the two must not share buffers)."""
+    directly on its shards, and the reference and the moving average (``ema``) are separate
+    copies of the params (the update step donates the state, so none may share buffers)."""
     graphdef, params = nnx.split(model)
-    abstract = _abstract_from_params(params, optimizer, mesh, rules, reference)
+    abstract = _abstract_from_params(params, optimizer, mesh, rules, reference, ema)
     shardings = train_state_shardings(abstract)
     params = jax.device_put(params, shardings.params)
     opt_state = jax.jit(optimizer.init, out_shardings=shardings.opt_state)(params)
@@ -131,10 +138,33 @@ def init_train_state(
     if reference:
         ref_params = jax.jit(lambda p: jax.tree.map(jnp.copy, p),
                              out_shardings=shardings.ref_params)(params)
+    ema_params = None
+    if ema:
+        ema_params = jax.jit(lambda p: jax.tree.map(jnp.copy, p),
+                             out_shardings=shardings.ema_params)(params)
     step = jax.device_put(jnp.zeros((), jnp.int32), shardings.step)
     rng = jax.device_put(jax.random.key(seed), shardings.rng)
     return graphdef, TrainState(step=step, params=params, opt_state=opt_state,
-                                ref_params=ref_params, rng=rng)
+                                ref_params=ref_params, rng=rng, ema_params=ema_params)
+
+
+@functools.partial(jax.jit, donate_argnums=(0,))
+def _ema_step(ema: nnx.State, params: nnx.State, decay: jax.Array) -> nnx.State:
+    return jax.tree.map(
+        lambda e, p: (decay * e.astype(jnp.float32)
+                      + (1.0 - decay) * p.astype(jnp.float32)).astype(e.dtype), ema, params)
+
+
+def ema_update(state: TrainState, decay: float) -> TrainState:
+    """``state`` with ``ema_params`` moved to ``decay * ema + (1 - decay) * params`` (in float32,
+    stored in the params' dtype; the old average's buffers are donated). Why a moving average:
+    the greedy policy of a small RL run flips between near-tied choices from one step to the
+    next, and an average over the last ``1 / (1 - decay)`` steps settles those ties by what
+    the run preferred over that window rather than by the last step's noise."""
+    if state.ema_params is None:
+        raise ValueError("this train state keeps no moving average: build it with ema=True")
+    ema = _ema_step(state.ema_params, state.params, jnp.asarray(decay, jnp.float32))
+    return dataclasses.replace(state, ema_params=ema)
 
 
 def _shard_bytes(leaf: Any) -> int:

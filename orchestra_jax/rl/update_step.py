@@ -447,7 +447,8 @@ def build_update_fn(graphdef: nnx.GraphDef, config: UpdateConfig,
         new_params = optax.apply_updates(params, updates)
         rng, _ = jax.random.split(state.rng)
         new_state = TrainState(step=state.step + 1, params=new_params, opt_state=opt_state,
-                               ref_params=state.ref_params, rng=rng)
+                               ref_params=state.ref_params, rng=rng,
+                               ema_params=state.ema_params)
         return new_state, _metrics(stats, grad_norm, config)
 
     return update

@@ -79,7 +79,8 @@ def evaluate_policies(run: Any, spec: EvalSpec, *, step: int, base_params: Any |
     preference score uses the trained policy as its own base). The sampler is left holding
     the trained parameters."""
     tasks = list(spec.tasks)
-    trained_params = run.state.params
+    trained_params = run.policy_params
+    run.sampler.update_params(trained_params, version=step)
     outcomes: dict[str, list[EpisodeOutcome]] = {}
     outcomes["trained"] = model_outcomes(run, spec, tasks, step)
     log(f"eval: trained on {len(tasks)} tasks")

@@ -57,7 +57,12 @@ from orchestra_jax.rl.optimizer import (
     with_lr_scale,
 )
 from orchestra_jax.rl.scoring import make_scorer
-from orchestra_jax.rl.train_state import TrainState, init_train_state, train_state_shardings
+from orchestra_jax.rl.train_state import (
+    TrainState,
+    ema_update,
+    init_train_state,
+    train_state_shardings,
+)
 from orchestra_jax.rl.update_step import UpdateConfig, make_update_step
 from orchestra_jax.rollout.batcher import Batcher
 from orchestra_jax.rollout.engine import grouped_episodes, run_episodes
@@ -233,6 +238,12 @@ def _make_optimizer(config: ml_collections.ConfigDict) -> Any:
     return with_lr_scale(optimizer) if _lr_scheduled(config) else optimizer
 
 
+def _ema_decay(config: ml_collections.ConfigDict) -> float:
+    """`train.ema_decay`: 0 keeps no moving average; otherwise the final evaluation and
+    `orchestra eval` play the average of the params (`ema_update`, once per RL step)."""
+    return float(config.train.get("ema_decay", 0.0) or 0.0)
+
+
 def _check_train(config: ml_collections.ConfigDict, shards: int) -> int:
     """Rows of one packed mini-batch; raises naming the key for impossible sizes."""
     train = config.train
@@ -247,6 +258,10 @@ def _check_train(config: ml_collections.ConfigDict, shards: int) -> int:
     if config.advantage.estimator not in ADVANTAGES:
         raise ConfigError(f"config key 'advantage.estimator' is "
                           f"{config.advantage.estimator!r}; known: {sorted(ADVANTAGES)}")
+    decay = train.ema_decay
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+        raise ConfigError(f"config key 'train.ema_decay' must be a number in [0, 1), got "
+                          f"{decay!r}")
     unit = shards * int(train.micro_batches)
     return -(-int(train.mini_batch_size) // unit) * unit
 
@@ -545,7 +560,8 @@ class _Run:
             model_config = _model_config(config, self.tokenizer.vocab_size)
             model = sharded_init(model_config, self.mesh, seed=seed, rules=self.rules)
         graphdef, self.state = init_train_state(model, self.optimizer, self.mesh, self.rules,
-                                                reference=config.loss.kl_coef > 0, seed=seed)
+                                                reference=config.loss.kl_coef > 0, seed=seed,
+                                                ema=_ema_decay(config) > 0)
         self.graphdef = graphdef
         shardings = train_state_shardings(self.state)
         self.update = make_update_step(graphdef, self.update_config, self.mesh, self.rules,
@@ -612,6 +628,13 @@ class _Run:
                 out.setdefault(name, []).extend(
                     np.asarray(array[i, : len(t[0])], np.float32) for i, t in enumerate(chunk))
         return out
+
+    @property
+    def policy_params(self) -> Any:
+        """The params a trained policy is evaluated with: the moving average when the run
+        keeps one (`train.ema_decay`), else the latest params."""
+        ema = self.state.ema_params
+        return self.state.params if ema is None else ema
 
     def learn(self, step: int, samples: _Samples) -> dict[str, float]:
         """`ppo_epochs` passes over mini-batches of the kept samples; mean update metrics."""
@@ -776,7 +799,8 @@ def _warm_start(run: _Run, writer: MetricsWriter, progress: ProgressLine) -> Any
     # An own copy: the RL state starts from these buffers and its first update donates them.
     base = jax.tree.map(jax.numpy.copy, params)
     _, run.state = init_train_state(nnx.merge(run.graphdef, params), run.optimizer, run.mesh,
-                                    run.rules, reference=config.loss.kl_coef > 0, seed=run.seed)
+                                    run.rules, reference=config.loss.kl_coef > 0, seed=run.seed,
+                                    ema=_ema_decay(config) > 0)
     # Saved aside and renamed, so a kill mid-write never leaves half a checkpoint.
     scratch = run.workdir / f".{SFT_DIR}.partial"
     import shutil
@@ -821,6 +845,8 @@ def _final_evaluation(run: _Run, step: int, base_params: Any | None,
     start = time.perf_counter()
     out = evaluate_policies(run, spec, step=step, base_params=base_params,
                             workdir=run.workdir, log=progress.write)
+    decay = _ema_decay(run.config)
+    out["trained_params"] = f"moving average (decay {decay:g})" if decay > 0 else "last step"
     out["eval_s"] = time.perf_counter() - start
     return out
 
@@ -883,6 +909,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
                 samples = _training_samples(run, trajectories, rewards)
                 update_start = time.perf_counter()
                 update = run.learn(step, samples)
+                if run.state.ema_params is not None:
+                    run.state = ema_update(run.state, _ema_decay(config))
                 update_s = time.perf_counter() - update_start
                 step += 1
                 run.sampler.update_params(run.state.params, version=step)
@@ -999,7 +1027,7 @@ def evaluate(config: ml_collections.ConfigDict, checkpoint: str | Path,
             manager.close()
         run.state = _from_checkpoint(stored, run.state)
         step = latest
-    run.sampler.update_params(run.state.params, version=step)
+    run.sampler.update_params(run.policy_params, version=step)
     base = _saved_warm_start(run) if hf_dir is None or hf_dir.name != SFT_DIR else None
     progress = ProgressLine(1)
     start = time.perf_counter()

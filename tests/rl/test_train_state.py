@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import optax
@@ -14,6 +16,7 @@ from orchestra_jax.rl.optimizer import make_optimizer, make_schedule, weight_dec
 from orchestra_jax.rl.train_state import (
     abstract_train_state,
     bytes_per_device,
+    ema_update,
     init_train_state,
     train_state_shardings,
 )
@@ -143,3 +146,28 @@ def test_a_masked_optimizer_gets_shardings_for_the_moments_it_keeps():
     adam_mu = inner["adam"].inner_state[0].mu
     assert adam_mu["final_norm"]["scale"].sharding == state.params["final_norm"]["scale"].sharding
     assert isinstance(adam_mu["lm_head"].get_value(), optax.MaskedNode)
+
+
+def test_the_moving_average_is_born_a_separate_copy_and_moves_by_its_decay():
+    mesh = make_mesh((2, 2, 2))
+    state = init_train_state(init_decoder(TINY, 0), make_optimizer(1e-3), mesh,
+                             reference=False, ema=True)[1]
+    params = jax.device_get(state.params)
+    for a, b in zip(jax.tree.leaves(state.ema_params), jax.tree.leaves(state.params),
+                    strict=True):
+        assert a.sharding == b.sharding
+        assert (a.addressable_shards[0].data.unsafe_buffer_pointer()
+                != b.addressable_shards[0].data.unsafe_buffer_pointer())
+    # New params 1 + params: the average moves a quarter of the way at decay 0.75.
+    state = dataclasses.replace(state, params=jax.tree.map(lambda p: p + 1.0, state.params))
+    moved = ema_update(state, 0.75)
+    for ema, p in zip(jax.tree.leaves(jax.device_get(moved.ema_params)), jax.tree.leaves(params),
+                      strict=True):
+        np.testing.assert_allclose(ema, p + 0.25, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(jax.tree.leaves(jax.device_get(moved.params))[0],
+                                  jax.tree.leaves(params)[0] + 1.0)
+    without = init_train_state(init_decoder(TINY, 0), make_optimizer(1e-3), mesh,
+                               reference=False)[1]
+    assert without.ema_params is None
+    with pytest.raises(ValueError, match="ema=True"):
+        ema_update(without, 0.5)

@@ -348,3 +348,62 @@ def test_a_linear_schedule_ends_at_zero_on_the_last_rl_step(tmp_path):
     assert _train(workdir, "--config.train.steps=4", "--config.optimizer.schedule=linear") == 0
     assert [h["train/lr"] for h in _history(workdir)] == pytest.approx(
         [0.01, 0.0075, 0.005, 0.0025])
+
+
+def test_the_moving_average_advances_each_rl_step_and_is_the_evaluated_policy(tmp_path):
+    workdir = tmp_path / "ema"
+    assert _train(workdir, "--config.loss.entropy_coef=0.01", "--config.train.ema_decay=0.5",
+                  "--config.train.keep_checkpoints=3") == 0
+    import jax
+
+    def ema(step: int) -> dict:
+        with CheckpointManager(workdir / "checkpoints") as manager:
+            state, _, _ = manager.restore(step)
+        return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in
+                jax.tree_util.tree_flatten_with_path(state["ema_params"])[0]}
+
+    first, second, params = ema(1), ema(2), _params(workdir, 2)
+    assert first.keys() == params.keys()
+    for path, value in params.items():
+        np.testing.assert_allclose(second[path], 0.5 * first[path] + 0.5 * value, rtol=1e-6,
+                                   atol=1e-7, err_msg=path)
+    assert any(not np.array_equal(second[p], v) for p, v in params.items())
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["trained_params"] == "moving average (decay 0.5)"
+
+
+def test_the_final_evaluation_and_orchestra_eval_play_the_moving_average(tmp_path,
+                                                                         monkeypatch):
+    import jax
+
+    from orchestra_jax.train import evaluation
+
+    played = []
+    original = evaluation.model_outcomes
+
+    def spy(run, spec, tasks, step):  # the params the sampler holds while a policy plays
+        played.append([np.asarray(x) for x in jax.tree.leaves(jax.device_get(
+            run.sampler._state))])
+        return original(run, spec, tasks, step)
+
+    monkeypatch.setattr(evaluation, "model_outcomes", spy)
+    workdir = tmp_path / "run"
+    ema = ["--config.loss.entropy_coef=0.01", "--config.train.ema_decay=0.5"]
+    assert _train(workdir, *ema) == 0
+    assert main(["eval", "--config", str(RECIPE), "--checkpoint", str(workdir), "--out",
+                 str(tmp_path / "eval.json"), *SMALL, *ema]) == 0
+    with CheckpointManager(workdir / "checkpoints") as manager:
+        state, _, _ = manager.restore(2)
+    average = [np.asarray(x) for x in jax.tree.leaves(state["ema_params"])]
+    last = [np.asarray(x) for x in jax.tree.leaves(state["params"])]
+    assert len(played) == 2  # the run's final evaluation, then `orchestra eval`
+    for held in played:
+        assert len(held) == len(average) == len(last)
+        for value, avg in zip(held, average, strict=True):
+            np.testing.assert_array_equal(value, avg)
+        assert any(not np.array_equal(v, p) for v, p in zip(held, last, strict=True))
+
+
+def test_a_bad_ema_decay_exits_2_naming_the_key(tmp_path, capsys):
+    assert _train(tmp_path / "run", "--config.train.ema_decay=1.0") == 2
+    assert "train.ema_decay" in capsys.readouterr().err
