@@ -241,7 +241,7 @@ def _make_optimizer(config: ml_collections.ConfigDict) -> Any:
 def _ema_decay(config: ml_collections.ConfigDict) -> float:
     """`train.ema_decay`: 0 keeps no moving average; otherwise the final evaluation and
     `orchestra eval` play the average of the params (`ema_update`, once per RL step)."""
-    return float(config.train.get("ema_decay", 0.0) or 0.0)
+    return float(config.train.get("ema_decay", 0.0))
 
 
 def _check_train(config: ml_collections.ConfigDict, shards: int) -> int:
@@ -258,7 +258,7 @@ def _check_train(config: ml_collections.ConfigDict, shards: int) -> int:
     if config.advantage.estimator not in ADVANTAGES:
         raise ConfigError(f"config key 'advantage.estimator' is "
                           f"{config.advantage.estimator!r}; known: {sorted(ADVANTAGES)}")
-    decay = train.ema_decay
+    decay = train.get("ema_decay", 0.0)
     if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
         raise ConfigError(f"config key 'train.ema_decay' must be a number in [0, 1), got "
                           f"{decay!r}")
