@@ -134,14 +134,12 @@ def init_train_state(
     shardings = train_state_shardings(abstract)
     params = jax.device_put(params, shardings.params)
     opt_state = jax.jit(optimizer.init, out_shardings=shardings.opt_state)(params)
-    ref_params = None
-    if reference:
-        ref_params = jax.jit(lambda p: jax.tree.map(jnp.copy, p),
-                             out_shardings=shardings.ref_params)(params)
-    ema_params = None
-    if ema:
-        ema_params = jax.jit(lambda p: jax.tree.map(jnp.copy, p),
-                             out_shardings=shardings.ema_params)(params)
+
+    def copy(out_shardings: Any) -> nnx.State:
+        return jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=out_shardings)(params)
+
+    ref_params = copy(shardings.ref_params) if reference else None
+    ema_params = copy(shardings.ema_params) if ema else None
     step = jax.device_put(jnp.zeros((), jnp.int32), shardings.step)
     rng = jax.device_put(jax.random.key(seed), shardings.rng)
     return graphdef, TrainState(step=step, params=params, opt_state=opt_state,

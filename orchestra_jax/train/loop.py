@@ -208,9 +208,6 @@ def _lr_schedule(config: ml_collections.ConfigDict) -> Any:
     """The learning rate by RL step (0-based): `optimizer.schedule` and `optimizer.warmup_steps`
     count RL steps, `train.steps` of them in all. Raises naming the key for a bad value."""
     opt = config.optimizer
-    if opt.name not in OPTIMIZERS:
-        raise ConfigError(f"config key 'optimizer.name' is {opt.name!r}; known: "
-                          f"{list(OPTIMIZERS)}")
     try:
         return make_schedule(float(opt.lr), schedule=opt.schedule,
                              warmup_steps=int(opt.warmup_steps),
@@ -228,7 +225,9 @@ def _make_optimizer(config: ml_collections.ConfigDict) -> Any:
     whose multiplier `_Run.learn` sets at every RL step (an RL step's count of optimizer
     updates varies with what its filters keep, so optax's own count cannot place the step)."""
     opt = config.optimizer
-    _lr_schedule(config)
+    if opt.name not in OPTIMIZERS:
+        raise ConfigError(f"config key 'optimizer.name' is {opt.name!r}; known: "
+                          f"{list(OPTIMIZERS)}")
     try:
         optimizer = make_optimizer(float(opt.lr), name=opt.name, b1=opt.b1, b2=opt.b2,
                                    eps=opt.eps, muon_embeddings=bool(opt.muon_embeddings),
@@ -553,7 +552,7 @@ class _Run:
         self.update_config = _update_config(config, _choice_ids(config, self.suite,
                                                                 self.tokenizer))
         self.optimizer = _make_optimizer(config)
-        self.lr_schedule = _lr_schedule(config)
+        self.lr_schedule = _lr_schedule(config)  # also checks the schedule before any step
         if loaded_model is not None:
             model = loaded_model
         else:
@@ -1027,7 +1026,6 @@ def evaluate(config: ml_collections.ConfigDict, checkpoint: str | Path,
             manager.close()
         run.state = _from_checkpoint(stored, run.state)
         step = latest
-    run.sampler.update_params(run.policy_params, version=step)
     base = _saved_warm_start(run) if hf_dir is None or hf_dir.name != SFT_DIR else None
     progress = ProgressLine(1)
     start = time.perf_counter()

@@ -343,7 +343,7 @@ def test_the_lr_schedule_counts_rl_steps_whatever_the_updates_per_step(tmp_path)
     assert any(not np.array_equal(moved[path], value) for path, value in after_warm.items())
 
 
-def test_a_linear_schedule_ends_at_zero_on_the_last_rl_step(tmp_path):
+def test_a_linear_schedule_falls_by_rl_step_towards_zero_at_train_steps(tmp_path):
     workdir = tmp_path / "linear"
     assert _train(workdir, "--config.train.steps=4", "--config.optimizer.schedule=linear") == 0
     assert [h["train/lr"] for h in _history(workdir)] == pytest.approx(
