@@ -80,7 +80,8 @@ eval        final: at the end of a run, evaluate every policy the environment of
 data        source: the environment family -- "toolworld" (embedded, generated), "qa" or
             "tau2" (tasks read from path). path: the task file (None for toolworld);
             eval_path (None: no eval set); max_tasks (None: all). balanced: every step's
-            tasks hold the environment's task kinds (toolworld: families) in equal numbers.
+            tasks hold the environment's task kinds (toolworld: families) in equal numbers,
+            or in the proportions of kind_weights (kind -> positive int; unnamed kinds 1).
 world       the embedded toolworld (data.source "toolworld"): seed of the world (entities,
             tasks, experts); train_tasks / test_tasks drawn from disjoint seeds;
             train_preference "neutral" or "mix" (training tasks carry preference
@@ -224,6 +225,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.eval_path = placeholder(str)
     config.data.max_tasks = placeholder(int)
     config.data.balanced = False
+    config.data.kind_weights = ml_collections.ConfigDict()
 
     config.world = ml_collections.ConfigDict()
     config.world.seed = 0

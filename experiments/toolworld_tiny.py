@@ -82,6 +82,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.data.source = "toolworld"
     config.data.balanced = True  # two tasks of each family every step
+    config.data.kind_weights = ml_collections.ConfigDict(
+        {"easy": 1, "arithmetic": 1, "lookup": 1, "multihop": 1})
     config.world.train_tasks = 2000
     config.world.test_tasks = 400
     config.world.train_preference = "mix"

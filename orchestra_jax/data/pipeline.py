@@ -53,6 +53,7 @@ def task_pipeline(
     num_epochs: int | None = None,
     state: Mapping[str, Any] | None = None,
     strata: Sequence[Hashable] | None = None,
+    strata_weights: Mapping[Hashable, int] | None = None,
 ) -> grain.DatasetIterator:
     """An iterator of lists of `prompts_per_step` tasks, one list per RL step.
 
@@ -61,7 +62,10 @@ def task_pipeline(
     `prompts_per_step` tasks holds the strata in equal numbers (up to one when they do not
     divide it) -- a step's gradient then never leans on whichever family the shuffle happened
     to favour. Without `num_epochs` a stratum smaller than the others simply repeats sooner;
-    with it, the stream ends when the smallest stratum's last pass does.
+    with it, the stream ends when the smallest stratum's last pass does. `strata_weights`
+    (label -> positive int, unnamed labels weigh 1) deals the strata in those proportions
+    instead -- e.g. more of a family the policy has not learnt yet; a batch whose size is a
+    multiple of the weights' sum holds them exactly.
 
     `seed` fixes the per-epoch shuffles; `num_epochs=None` repeats forever, an integer stops
     after that many passes (the last, partial batch is dropped so every step has the same
@@ -78,6 +82,8 @@ def task_pipeline(
         )
     if num_epochs is not None and not _is_positive_int(num_epochs):
         raise PipelineError(f"num_epochs must be None or a positive integer, got {num_epochs!r}")
+    if strata_weights is not None and strata is None:
+        raise PipelineError("strata_weights needs strata (one label per task)")
     if num_epochs is not None and n * num_epochs < prompts_per_step:
         raise PipelineError(
             f"{n} tasks x num_epochs={num_epochs} cannot fill one batch of "
@@ -85,7 +91,7 @@ def task_pipeline(
         )
 
     if strata is not None:
-        dataset = _stratified(tasks, strata, seed, shuffle, num_epochs)
+        dataset = _stratified(tasks, strata, seed, shuffle, num_epochs, strata_weights)
     else:
         dataset = grain.MapDataset.source(tasks)
         if shuffle:
@@ -103,21 +109,31 @@ def task_pipeline(
 
 
 def _stratified(tasks: Any, strata: Sequence[Hashable], seed: int, shuffle: bool,
-                num_epochs: int | None) -> grain.MapDataset:
-    """The strata's own (shuffled, repeated) streams dealt round-robin, in order of first
-    appearance."""
+                num_epochs: int | None,
+                weights: Mapping[Hashable, int] | None = None) -> grain.MapDataset:
+    """The strata's own (shuffled, repeated) streams dealt round-robin (in proportion to
+    `weights`), in order of first appearance."""
     if len(strata) != len(tasks):
         raise PipelineError(f"strata has {len(strata)} labels for {len(tasks)} tasks")
     members: dict[Hashable, list[int]] = {}
     for index, label in enumerate(strata):
         members.setdefault(label, []).append(index)
+    weights = dict(weights or {})
+    unknown = [label for label in weights if label not in members]
+    bad = {label: w for label, w in weights.items() if not _is_positive_int(w)}
+    if unknown or bad:
+        raise PipelineError(
+            f"strata_weights {weights!r}: "
+            + (f"labels {unknown!r} are not among the strata {list(members)!r}" if unknown
+               else f"weights must be positive integers, got {bad!r}")
+        )
     streams = []
     for k, indices in enumerate(members.values()):
         stream = grain.MapDataset.source([tasks[i] for i in indices])
         if shuffle:
             stream = stream.shuffle(seed=(seed + k) % (_MAX_SEED + 1))
         streams.append(stream.repeat(num_epochs))
-    return grain.MapDataset.mix(streams)
+    return grain.MapDataset.mix(streams, weights=[weights.get(label, 1) for label in members])
 
 
 def _restore_state(iterator: grain.DatasetIterator, state: Mapping[str, Any]) -> None:

@@ -287,14 +287,31 @@ def _buckets(config: ml_collections.ConfigDict) -> tuple[int, ...]:
     return (*sorted(b for b in set(buckets) if b < longest), longest)
 
 
-def _strata(config: ml_collections.ConfigDict, suite: EnvSuite) -> list[Any] | None:
-    """Each training task's kind when `data.balanced` asks for balanced steps."""
+def _strata(config: ml_collections.ConfigDict, suite: EnvSuite,
+            ) -> tuple[list[Any] | None, dict[Any, int] | None]:
+    """Each training task's kind when `data.balanced` asks for balanced steps, and the kinds'
+    shares of a step (`data.kind_weights`, None: equal). Checked when the run is built, so a
+    misspelt kind fails before the warm start rather than after it."""
+    weights = config.data.get("kind_weights")
+    weights = dict(weights.to_dict() if hasattr(weights, "to_dict") else weights or {})
     if not bool(config.data.balanced):
-        return None
+        if any(w != 1 for w in weights.values()):
+            raise ConfigError("config key 'data.kind_weights' needs 'data.balanced' True, "
+                              f"got {weights!r}")
+        return None, None
     if suite.kind_of is None:
         raise ConfigError("config key 'data.balanced' is True but this environment "
                           f"({config.data.source!r}) does not label its tasks' kinds")
-    return [suite.kind_of(task) for task in suite.tasks]
+    labels = [suite.kind_of(task) for task in suite.tasks]
+    unknown = sorted(set(weights) - set(labels))
+    bad = {k: w for k, w in weights.items()
+           if isinstance(w, bool) or not isinstance(w, int) or w < 1}
+    if unknown or bad:
+        raise ConfigError(
+            f"config key 'data.kind_weights' ({weights!r}): "
+            + (f"{unknown} are not task kinds of this environment ({sorted(set(labels))})"
+               if unknown else f"weights must be positive integers, got {bad!r}"))
+    return labels, (weights or None)
 
 
 def _seed(*parts: int) -> int:
@@ -531,6 +548,7 @@ class _Run:
         self.config = config
         self.workdir = workdir
         self.suite: EnvSuite = build_env_suite(config, workdir)
+        self.strata, self.strata_weights = _strata(config, self.suite)
         self.mesh = _mesh(config)
         self.rules = dict(config.mesh.rules.to_dict()) if len(config.mesh.rules) else None
         seed = int(config.train.seed)
@@ -894,7 +912,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
         run.sampler.update_params(run.state.params, version=step)
         pipeline = task_pipeline(run.suite.tasks, seed=int(config.train.seed),
                                  prompts_per_step=int(config.rollout.prompts_per_step),
-                                 state=data_state, strata=_strata(config, run.suite))
+                                 state=data_state, strata=run.strata,
+                                 strata_weights=run.strata_weights)
         guard: Any = PreemptionGuard()
         on_main = threading.current_thread() is threading.main_thread()
         with guard if on_main else contextlib.nullcontext():

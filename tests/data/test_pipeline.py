@@ -113,3 +113,36 @@ def test_strata_balance_every_batch_and_resume_exactly():
     assert [next(other) for _ in range(6)] != batches
     with pytest.raises(PipelineError, match="strata has 3 labels for 40 tasks"):
         task_pipeline(tasks, seed=3, prompts_per_step=8, strata=strata[:3])
+
+
+def test_strata_weights_deal_each_batch_in_their_proportions_and_resume_exactly():
+    tasks = [f"{'aelm'[i % 4]}{i}" for i in range(40)]
+    strata = [t[0] for t in tasks]
+    weights = {"e": 2, "l": 2, "m": 3}  # "a" unnamed: weight 1
+    it = task_pipeline(tasks, seed=3, prompts_per_step=8, strata=strata, strata_weights=weights)
+    batches = [next(it) for _ in range(6)]
+    for batch in batches:
+        assert sorted(t[0] for t in batch) == sorted("a" + "ee" + "ll" + "mmm")
+    state = it.get_state()
+    expected = next(it)
+    resumed = task_pipeline(tasks, seed=3, prompts_per_step=8, strata=strata,
+                            strata_weights=weights, state=state)
+    assert next(resumed) == expected
+    # Equal weights are the plain round-robin.
+    plain = task_pipeline(tasks, seed=3, prompts_per_step=8, strata=strata)
+    equal = task_pipeline(tasks, seed=3, prompts_per_step=8, strata=strata,
+                          strata_weights={"a": 1, "e": 1, "l": 1, "m": 1})
+    assert [next(plain) for _ in range(6)] == [next(equal) for _ in range(6)]
+
+
+@pytest.mark.parametrize("weights, strata, names", [
+    ({"x": 2}, "aelm", "labels \\['x'\\] are not among the strata"),
+    ({"a": 0}, "aelm", "positive integers"),
+    ({"a": 1.5}, "aelm", "positive integers"),
+    ({"a": 2}, None, "strata_weights needs strata"),
+])
+def test_bad_strata_weights_raise_naming_them(weights, strata, names):
+    tasks = [f"{'aelm'[i % 4]}{i}" for i in range(40)]
+    labels = None if strata is None else [t[0] for t in tasks]
+    with pytest.raises(PipelineError, match=names):
+        task_pipeline(tasks, seed=3, prompts_per_step=8, strata=labels, strata_weights=weights)

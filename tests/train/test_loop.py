@@ -14,6 +14,7 @@ from tensorboard.util import tensor_util
 
 from orchestra_jax.cli import main
 from orchestra_jax.train.checkpoint import CheckpointManager
+from orchestra_jax.train.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "experiments" / "toy_target_call.py"
@@ -300,8 +301,22 @@ def test_toolworld_choice_ids_are_its_eighteen_one_piece_calls(tmp_path):
     assert _choice_ids(config, suite, suite.tokenizer) == ()
     # data.balanced deals the families round-robin: the suite labels each task's family.
     config.data.balanced = True
-    assert _strata(config, suite) == [task.family for task in suite.tasks]
-    assert set(_strata(config, suite)) == {"arithmetic", "easy", "lookup", "multihop"}
+    labels, weights = _strata(config, suite)
+    assert labels == [task.family for task in suite.tasks]
+    assert set(labels) == {"arithmetic", "easy", "lookup", "multihop"}
+    assert weights == {"arithmetic": 1, "easy": 1, "lookup": 1, "multihop": 1}
+    # data.kind_weights: a kind the world does not have, or a weight below 1, names the key.
+    config.data.kind_weights.multihop = 3
+    assert _strata(config, suite)[1]["multihop"] == 3
+    config.data.kind_weights.multihop = 0
+    with pytest.raises(ConfigError, match=r"data\.kind_weights.*positive integers"):
+        _strata(config, suite)
+    config.data.kind_weights = {"algebra": 2}
+    with pytest.raises(ConfigError, match=r"data\.kind_weights.*'algebra'.*not task kinds"):
+        _strata(config, suite)
+    config.data.balanced = False
+    with pytest.raises(ConfigError, match=r"data\.kind_weights.*needs 'data.balanced'"):
+        _strata(config, suite)
 
 
 def test_muon_trains_the_toy_recipe_and_an_unknown_optimizer_exits_2(tmp_path, capsys):
