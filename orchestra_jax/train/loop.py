@@ -340,11 +340,19 @@ def _preference(config: ml_collections.ConfigDict, suite: EnvSuite, task: Any,
 
 
 def _rewards(config: ml_collections.ConfigDict, trajectories: Sequence[Trajectory],
-             suite: EnvSuite, tasks: Sequence[Any]) -> np.ndarray:
-    """The ToolOrchestra reward of each trajectory, normalised within its group.
+             suite: EnvSuite, tasks: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The ToolOrchestra reward of each trajectory, normalised within its group, and the
+    outcome credit that normalisation takes from the groups every rollout of which solved
+    its task.
 
     The tool-count features are `suite.tool_names` (per-alias counts where the suite counts
-    aliases); the preference vector is the task's own when the suite gives one."""
+    aliases); the preference vector is the task's own when the suite gives one. In a group
+    that is all right the outcome feature ties, so the paper's min-max normalisation counts
+    it 0 for every rollout; in any other group the normalised outcome (0 or 1) is the
+    outcome itself. Adding the credit back (the task's outcome weight, to each rollout of
+    such a group) is therefore the reward with the outcome left unnormalised -- a constant
+    within the group, which group-relative advantages never see, but which makes the mean
+    reward rise with the share of tasks the policy always solves (`train/reward_raw_outcome`)."""
     n = len(trajectories)
     names = list(suite.tool_names)
     width = max(1, len(names))
@@ -356,13 +364,16 @@ def _rewards(config: ml_collections.ConfigDict, trajectories: Sequence[Trajector
             counts[i, j] = used.get(name, 0)
         task = tasks[t.group] if t.group is not None and t.group < len(tasks) else None
         preference[i] = _preference(config, suite, task, width)
+    outcome = np.asarray([t.outcome for t in trajectories], np.float32)
+    groups = np.asarray([t.group for t in trajectories], np.int32)
     reward = toolorchestra_reward(
-        counts, np.asarray([t.outcome for t in trajectories], np.float32),
-        np.asarray([t.cost_usd for t in trajectories], np.float32),
+        counts, outcome, np.asarray([t.cost_usd for t in trajectories], np.float32),
         np.asarray([t.latency_s for t in trajectories], np.float32),
-        preference, np.asarray([t.group for t in trajectories], np.int32),
-        alias_min_over_users=bool(config.reward.alias_min_over_users))
-    return np.asarray(reward, np.float32)
+        preference, groups, alias_min_over_users=bool(config.reward.alias_min_over_users))
+    solved = outcome > 0.5
+    all_solved = np.asarray([solved[groups == g].all() for g in groups], bool)
+    credit = np.where(all_solved, preference[:, width], 0.0).astype(np.float32)
+    return np.asarray(reward, np.float32), credit
 
 
 def _advantages(config: ml_collections.ConfigDict, rewards: np.ndarray,
@@ -715,9 +726,12 @@ def _task_id(task: Any, group: int | None) -> str:
 
 
 def _step_metrics(run: _Run, trajectories: list[Trajectory], rewards: np.ndarray,
+                  solved_credit: np.ndarray,
                   samples: _Samples, update: Mapping[str, float]) -> dict[str, float]:
     metrics = rollout_metrics(trajectories)
     metrics["train/reward"] = float(np.mean(rewards)) if len(rewards) else 0.0
+    if len(rewards):
+        metrics["train/reward_raw_outcome"] = float(np.mean(rewards + solved_credit))
     metrics.update(update_tags(update))
     metrics.update(samples.extra_metrics)
     metrics["update/kept_samples"] = float(len(samples.triples))
@@ -923,7 +937,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
                 trajectories = run.episodes(tasks, int(config.rollout.group_size),
                                             run.sampling(step))
                 rollout_s = time.perf_counter() - step_start
-                rewards = _rewards(config, trajectories, run.suite, tasks)
+                rewards, solved_credit = _rewards(config, trajectories, run.suite, tasks)
                 samples = _training_samples(run, trajectories, rewards)
                 update_start = time.perf_counter()
                 update = run.learn(step, samples)
@@ -932,7 +946,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, A
                 update_s = time.perf_counter() - update_start
                 step += 1
                 run.sampler.update_params(run.state.params, version=step)
-                metrics = _step_metrics(run, trajectories, rewards, samples, update)
+                metrics = _step_metrics(run, trajectories, rewards, solved_credit, samples,
+                                        update)
                 metrics["time/rollout_s"] = rollout_s
                 metrics["time/update_s"] = update_s
                 if config.train.eval_every and step % int(config.train.eval_every) == 0:

@@ -52,7 +52,13 @@ TAGS: dict[str, str] = {
     "train/reward": "Mean shaped reward of the step's episodes (the number RL maximises). "
     "With the ToolOrchestra reward it is relative to each group (features min-max normalised "
     "within it; a feature all rollouts share counts 0), so it can fall as the policy improves "
-    "and its groups turn uniform: train/accuracy and train/cost_usd track progress.",
+    "and its groups turn uniform: train/reward_raw_outcome, train/accuracy and "
+    "train/cost_usd track progress.",
+    "train/reward_raw_outcome": "The same reward with the outcome feature left as it is (0 or "
+    "1) instead of min-max normalised in its group. The two differ only in groups whose "
+    "rollouts all solved the task (the paper's normalisation gives them no outcome credit), "
+    "by a constant within such a group that group-relative advantages never see; so this "
+    "curve rises with the share of tasks the policy always solves.",
     "train/accuracy": "Mean verified outcome in [0, 1] of the step's episodes (reward-free).",
     "train/cost_usd": "Mean money the tools spent per episode (experts, sandbox, search), USD.",
     "train/latency_s": "Mean summed tool-call latency per episode, seconds (the method's "

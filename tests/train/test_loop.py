@@ -58,7 +58,8 @@ def test_train_writes_config_events_checkpoint_and_summary(tmp_path, capsys):
     events = EventAccumulator(str(workdir / "tensorboard"), size_guidance={"histograms": 0})
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    for tag in ("train/reward", "train/accuracy", "train/loss", "train/entropy",
+    for tag in ("train/reward", "train/reward_raw_outcome", "train/accuracy", "train/loss",
+                "train/entropy",
                 "train/grad_norm", "train/episodes", "time/step_s", "eval/accuracy"):
         assert tag in tags, (tag, sorted(tags))
     assert [e.step for e in events.Scalars("train/reward")] == [1, 2]
@@ -69,6 +70,37 @@ def test_train_writes_config_events_checkpoint_and_summary(tmp_path, capsys):
     texts = {e.step: tensor_util.make_ndarray(e.tensor_proto).item().decode()
              for e in events.Tensors("text/trajectory")}
     assert sorted(texts) == [1, 2] and "**task**" in texts[1]
+
+
+def test_the_raw_outcome_reward_adds_back_only_what_solved_groups_tie_away():
+    """The paper's reward gives a group that is all right no outcome credit (its outcome
+    feature ties); `train/reward_raw_outcome` adds the outcome weight back to exactly those
+    rollouts, which moves no group-relative advantage."""
+    from types import SimpleNamespace
+
+    from orchestra_jax.rl.advantages import compute_advantages
+    from orchestra_jax.train.config import load_config
+    from orchestra_jax.train.loop import _rewards
+
+    config = load_config(str(REPO / "experiments" / "toy_target_call.py"), [])
+    config.reward.preference.outcome = 0.8
+    config.reward.preference.cost = 0.3
+    suite = SimpleNamespace(tool_names=("a", "b"), count_calls=None, preference_of=None)
+    outcomes = [1, 1, 1, 1, 0, 0, 0, 0]  # group 0 all right, 1 mixed, 2 all wrong, 3 mixed
+    groups = [0, 0, 1, 1, 2, 2, 3, 3]
+    outcomes[3], outcomes[6] = 0, 1
+    trajectories = [SimpleNamespace(outcome=o, group=g, cost_usd=0.01 * (i + 1), latency_s=1.0,
+                                    tool_counts=lambda: {"a": 1})
+                    for i, (o, g) in enumerate(zip(outcomes, groups, strict=True))]
+    reward, credit = _rewards(config, trajectories, suite, [None] * 4)
+    np.testing.assert_allclose(credit, [0.8, 0.8, 0, 0, 0, 0, 0, 0])
+    # In the mixed groups the right rollout's normalised outcome is already 1: 0.8 + 0.3 x
+    # normalised (negated) cost; the cheaper of group 0 gets the whole cost weight.
+    np.testing.assert_allclose(reward, [0.3, 0.0, 1.1, 0, 0, 0, 1.1, 0], atol=1e-6)
+    ids = np.asarray(groups)
+    np.testing.assert_allclose(compute_advantages("grpo", reward, group_ids=ids),
+                               compute_advantages("grpo", reward + credit, group_ids=ids),
+                               atol=1e-5)
 
 
 def test_unknown_override_key_exits_2_naming_the_key(tmp_path, capsys):
