@@ -13,7 +13,7 @@ it only enlarges that task's group).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import grain
@@ -108,6 +108,17 @@ def task_pipeline(
     return iterator
 
 
+def strata_weight_problems(labels: Iterable[Hashable], weights: Mapping[Hashable, Any],
+                           ) -> tuple[list[Hashable], dict[Hashable, Any]]:
+    """The names in `weights` that are not among `labels`, and the weights that are not
+    positive integers -- one rule for the pipeline and for callers that check a config
+    before building it."""
+    known = set(labels)
+    unknown = [label for label in weights if label not in known]
+    bad = {label: w for label, w in weights.items() if not _is_positive_int(w)}
+    return unknown, bad
+
+
 def _stratified(tasks: Any, strata: Sequence[Hashable], seed: int, shuffle: bool,
                 num_epochs: int | None,
                 weights: Mapping[Hashable, int] | None = None) -> grain.MapDataset:
@@ -119,8 +130,7 @@ def _stratified(tasks: Any, strata: Sequence[Hashable], seed: int, shuffle: bool
     for index, label in enumerate(strata):
         members.setdefault(label, []).append(index)
     weights = dict(weights or {})
-    unknown = [label for label in weights if label not in members]
-    bad = {label: w for label, w in weights.items() if not _is_positive_int(w)}
+    unknown, bad = strata_weight_problems(members, weights)
     if unknown or bad:
         raise PipelineError(
             f"strata_weights {weights!r}: "

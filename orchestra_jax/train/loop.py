@@ -42,7 +42,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from orchestra_jax.data.pipeline import task_pipeline
+from orchestra_jax.data.pipeline import strata_weight_problems, task_pipeline
 from orchestra_jax.models import get_preset, sharded_init
 from orchestra_jax.rewards import toolorchestra_reward
 from orchestra_jax.rl.advantages import ADVANTAGES, compute_advantages
@@ -293,7 +293,7 @@ def _strata(config: ml_collections.ConfigDict, suite: EnvSuite,
     shares of a step (`data.kind_weights`, None: equal). Checked when the run is built, so a
     misspelt kind fails before the warm start rather than after it."""
     weights = config.data.get("kind_weights")
-    weights = dict(weights.to_dict() if hasattr(weights, "to_dict") else weights or {})
+    weights = weights.to_dict() if weights else {}
     if not bool(config.data.balanced):
         if any(w != 1 for w in weights.values()):
             raise ConfigError("config key 'data.kind_weights' needs 'data.balanced' True, "
@@ -303,9 +303,7 @@ def _strata(config: ml_collections.ConfigDict, suite: EnvSuite,
         raise ConfigError("config key 'data.balanced' is True but this environment "
                           f"({config.data.source!r}) does not label its tasks' kinds")
     labels = [suite.kind_of(task) for task in suite.tasks]
-    unknown = sorted(set(weights) - set(labels))
-    bad = {k: w for k, w in weights.items()
-           if isinstance(w, bool) or not isinstance(w, int) or w < 1}
+    unknown, bad = strata_weight_problems(labels, weights)
     if unknown or bad:
         raise ConfigError(
             f"config key 'data.kind_weights' ({weights!r}): "
