@@ -85,7 +85,9 @@ data        source: the environment family -- "toolworld" (embedded, generated),
 world       the embedded toolworld (data.source "toolworld"): seed of the world (entities,
             tasks, experts); train_tasks / test_tasks drawn from disjoint seeds;
             train_preference "neutral" or "mix" (training tasks carry preference
-            instructions, e.g. avoid the frontier model); tool_subsets, price_schedules: the
+            instructions, e.g. avoid the frontier model); preference_mix: the mixture's
+            weights (preference name -> weight >= 0; empty: half neutral, a fifth
+            avoid_frontier, a tenth each of the other three); tool_subsets, price_schedules: the
             paper's augmentations; search_k documents per search; vocab_size of the
             SentencePiece vocabulary trained on the world's text from vocabulary_tasks
             random-policy episodes; prompt_template the chat template it is trained for and
@@ -232,6 +234,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.world.train_tasks = 2000
     config.world.test_tasks = 400
     config.world.train_preference = "mix"
+    config.world.preference_mix = ml_collections.ConfigDict()  # empty: the world's default
     config.world.tool_subsets = False
     config.world.price_schedules = False
     config.world.search_k = 3

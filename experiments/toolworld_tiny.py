@@ -87,6 +87,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.world.train_tasks = 2000
     config.world.test_tasks = 400
     config.world.train_preference = "mix"
+    config.world.preference_mix = ml_collections.ConfigDict({
+        "neutral": 0.5, "avoid_frontier": 0.2, "minimise_cost": 0.1, "minimise_latency": 0.1,
+        "prefer_open": 0.1})
     config.world.prompt_template = "compact"
     config.world.last_turn_note = True
     config.world.efficiency_weight = 0.1  # a correct answer first, then cost and latency

@@ -13,6 +13,7 @@ resumed run reads the very same vocabulary).
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -140,6 +141,37 @@ def _built_once(directory: Path, build: Callable[[Path], Any]) -> None:
     os.replace(scratch, directory)
 
 
+def _preference_mix(mix: Any) -> tuple[tuple[str, float], ...]:
+    """The training tasks' preference mixture from `world.preference_mix` (preference name ->
+    weight >= 0; empty or absent: the world's default mixture).
+
+    Why a key: the preferences are not free for the neutral user's routes. `prefer_open`
+    penalises `mini`, the best searcher, and `minimise_cost` weights cost like the outcome, so
+    a policy that conditions weakly on the instruction carries their routes into neutral tasks.
+    """
+    from orchestra_jax.envs.toolworld.preferences import DEFAULT_MIX, PREFERENCES
+
+    if not mix:
+        return DEFAULT_MIX
+    items = dict(mix).items()
+    unknown = sorted(name for name, _ in items if name not in PREFERENCES)
+    if unknown:
+        raise ConfigError(f"config key 'world.preference_mix' names unknown preferences "
+                          f"{unknown}; known: {', '.join(PREFERENCES)}")
+    weights = {}
+    for name, weight in items:
+        if (isinstance(weight, bool) or not isinstance(weight, int | float)
+                or not (weight >= 0 and math.isfinite(weight))):
+            raise ConfigError(f"config key 'world.preference_mix.{name}' is {weight!r}; "
+                              "expected a number >= 0")
+        weights[name] = float(weight)
+    if sum(weights.values()) <= 0:
+        raise ConfigError("config key 'world.preference_mix' needs a positive weight "
+                          f"somewhere, got {weights}")
+    # In the catalogue's order, so the draw per task never depends on how the keys were set.
+    return tuple((name, weights[name]) for name in PREFERENCES if weights.get(name, 0.0) > 0)
+
+
 @register_env("toolworld")
 def _toolworld(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
     """The embedded world (`orchestra_jax.envs.toolworld`), its vocabulary trained on its own
@@ -159,11 +191,13 @@ def _toolworld(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
     from orchestra_jax.train.evaluation import EvalSpec
 
     w = config.world
+    preference_mix = _preference_mix(w.get("preference_mix"))
     try:
         world = ToolWorld(WorldConfig(seed=int(w.seed), search_k=int(w.search_k),
                                       max_turns=int(config.rollout.max_turns),
                                       last_turn_note=bool(w.last_turn_note),
                                       efficiency_weight=float(w.efficiency_weight),
+                                      preference_mix=preference_mix,
                                       cache_dir=str(workdir / "world")))
     except ValueError as exc:
         raise ConfigError(f"config key 'world': {exc}") from exc

@@ -59,3 +59,54 @@ def test_world_efficiency_weight_reaches_every_task_the_reward_reads(tmp_path, w
     assert vectors["minimise_cost"] == (1.0, 1.0, 0.0)  # states its own weights
     assert {suite.preference_of(task)[-3:] for task in suite.eval_tasks} == {(1.0, weight,
                                                                               weight)}
+
+
+def _suite(tmp_path: Path, *overrides: str):
+    config = load_config(str(REPO / "experiments" / "toolworld_tiny.py"), [
+        "--config.world.train_tasks=200", "--config.world.test_tasks=8",
+        "--config.world.vocabulary_tasks=40", *overrides])
+    return build_env_suite(config, tmp_path / "run")
+
+
+def test_world_preference_mix_sets_which_preferences_the_training_tasks_carry(tmp_path):
+    drop = [f"--config.world.preference_mix.{name}=0"
+            for name in ("minimise_cost", "minimise_latency", "prefer_open")]
+    suite = _suite(tmp_path, *drop)
+    drawn = [task.preference for task in suite.tasks]
+    assert set(drawn) == {"neutral", "avoid_frontier"}
+    # 0.5 : 0.2 of 200 tasks: about 143 neutral; a binomial sd of 6.4.
+    assert 115 < drawn.count("neutral") < 170
+    assert {task.preference for task in suite.eval_tasks} == {"neutral"}
+
+
+def test_the_recipes_preference_mix_is_the_worlds_default_draw_for_draw(tmp_path):
+    from orchestra_jax.envs.toolworld import ToolWorld, WorldConfig
+
+    suite = _suite(tmp_path)
+    default = ToolWorld(WorldConfig(seed=0)).tasks("train", 200, preference="mix")
+    assert [t.preference for t in suite.tasks] == [t.preference for t in default]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("--config.world.preference_mix.neutral=-1", "world.preference_mix.neutral"),
+    ("--config.world.preference_mix.neutral=nan", "world.preference_mix.neutral"),
+])
+def test_a_bad_preference_weight_is_a_config_error_naming_the_key(tmp_path, override, message):
+    from orchestra_jax.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        _suite(tmp_path, override)
+
+
+def test_an_unknown_preference_or_an_all_zero_mix_is_a_config_error(tmp_path):
+    import ml_collections
+
+    from orchestra_jax.train.config import ConfigError
+
+    config = load_config(str(REPO / "experiments" / "toolworld_tiny.py"), [])
+    config.world.preference_mix = ml_collections.ConfigDict({"neutral": 1.0, "be_nice": 1.0})
+    with pytest.raises(ConfigError, match="unknown preferences \\['be_nice'\\]"):
+        build_env_suite(config, tmp_path / "a")
+    config.world.preference_mix = ml_collections.ConfigDict({"neutral": 0.0})
+    with pytest.raises(ConfigError, match="positive weight"):
+        build_env_suite(config, tmp_path / "b")
