@@ -176,6 +176,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Bonus on the entropy of the batch-marginal distribution over the world's choice tokens
     # (its call pieces); 0 is off. See UpdateConfig.choice_entropy_coef.
     config.loss.choice_entropy_coef = 0.0
+    # "choice": the marginal over the choices themselves; "group": over the groups the world
+    # gives them (toolworld: the call's tool, so spreading the expert earns no bonus).
+    config.loss.choice_entropy_over = "choice"
     # Loss -log P(a choice token) at each turn's decision position (keeps turns well formed
     # without preferring a choice); 0 is off. See UpdateConfig.choice_format_coef.
     config.loss.choice_format_coef = 0.0

@@ -99,6 +99,11 @@ class UpdateConfig:
     micro_batch_tokens: int | None = 2048
     logits_chunk: int | None = 512
     choice_ids: tuple[int, ...] = ()
+    #: The group of each of ``choice_ids`` (ints from 0; empty: every choice its own group).
+    #: The marginal whose entropy the bonus raises is then over groups, so spreading a
+    #: decision *within* a group earns nothing (toolworld: one group per tool, so the bonus
+    #: keeps the tools apart and the reward alone picks the expert).
+    choice_groups: tuple[int, ...] = ()
     choice_entropy_coef: float = 0.0
     choice_format_coef: float = 0.0
 
@@ -125,6 +130,10 @@ class UpdateConfig:
                 and len(set(self.choice_ids)) < 2):
             raise ValueError("choice_entropy_coef or choice_format_coef > 0 needs at least two "
                              f"distinct choice_ids, got {self.choice_ids}")
+        if self.choice_groups and (len(self.choice_groups) != len(self.choice_ids)
+                                   or min(self.choice_groups) < 0):
+            raise ValueError(f"choice_groups must give each of the {len(self.choice_ids)} "
+                             f"choice_ids a group >= 0, got {self.choice_groups}")
         if self.micro_batch_tokens is not None and self.micro_batch_tokens < 1:
             raise ValueError("micro_batch_tokens must be >= 1 (or None), got "
                              f"{self.micro_batch_tokens}")
@@ -221,10 +230,13 @@ def choice_set_logmass(choice_logp_btk: Array, mask_bt: Array) -> tuple[Array, A
 
 
 def marginal_choice_entropy(choice_logp_btk: Array, input_ids_bt: Array, mask_bt: Array,
-                            choice_ids: tuple[int, ...]) -> tuple[Array, Array]:
+                            choice_ids: tuple[int, ...],
+                            choice_groups: tuple[int, ...] = ()) -> tuple[Array, Array]:
     """Entropy (nats) of the mean, over the masked positions whose token is one of
     ``choice_ids``, of the policy's distribution renormalised among those tokens; and how many
-    such positions there were (0 positions: entropy 0, no gradient)."""
+    such positions there were (0 positions: entropy 0, no gradient). With ``choice_groups``
+    (a group per choice) the mean's mass is summed per group first: the entropy of the
+    marginal over groups."""
     at_choice = (mask_bt > 0) & jnp.isin(input_ids_bt, jnp.asarray(choice_ids, jnp.int32))
     weights = at_choice.astype(jnp.float32)
     probs = jax.nn.softmax(choice_logp_btk, axis=-1)
@@ -234,6 +246,9 @@ def marginal_choice_entropy(choice_logp_btk: Array, input_ids_bt: Array, mask_bt
     # the `where` below would then multiply a zero by that infinity and turn the whole
     # gradient into NaN. A constant stand-in keeps that branch free of any gradient.
     mean = jnp.where(count > 0, mean, 1.0 / len(choice_ids))
+    if choice_groups:
+        mean = jax.ops.segment_sum(mean, jnp.asarray(choice_groups, jnp.int32),
+                                   num_segments=max(choice_groups) + 1)
     entropy = jnp.sum(jax.scipy.special.entr(mean))
     return jnp.where(count > 0, entropy, 0.0), count
 
@@ -281,7 +296,7 @@ def _micro_batch(graphdef: nnx.GraphDef, config: UpdateConfig, params: nnx.State
         # finalised loss is then the denominator-weighted mean of the micro-batches' values.
         if config.choice_entropy_coef > 0:
             choice_ent, _ = marginal_choice_entropy(choice_logp, mb.input_ids, mask,
-                                                    config.choice_ids)
+                                                    config.choice_ids, config.choice_groups)
             total = total - config.choice_entropy_coef * choice_ent * denom
             aux["choice_entropy"] = jax.lax.stop_gradient(choice_ent * denom)
         if config.choice_format_coef > 0:

@@ -41,8 +41,10 @@ class EnvSuite:
     the final evaluation of every policy at the end of a run. `choice_texts` are the
     vocabulary pieces that each make one whole decision of a turn (toolworld: its call pieces;
     empty when decisions span several tokens), for `loss.choice_entropy_coef` and
-    `loss.choice_format_coef`. `kind_of(task)` labels a task's kind (toolworld: its family)
-    for `data.balanced` (None: the environment has no kinds).
+    `loss.choice_format_coef`. `choice_groups` labels each choice with its group (toolworld:
+    the call's tool; empty: no groups), for `loss.choice_entropy_over`. `kind_of(task)` labels
+    a task's kind (toolworld: its family) for `data.balanced` (None: the environment has no
+    kinds).
     """
 
     tasks: Sequence[Any]
@@ -55,6 +57,7 @@ class EnvSuite:
     preference_of: Callable[[Any], Sequence[float] | None] | None = None
     evaluation: Any = None  # an `orchestra_jax.train.evaluation.EvalSpec`, or None
     choice_texts: tuple[str, ...] = ()
+    choice_groups: tuple[str, ...] = ()
     kind_of: Callable[[Any], Hashable] | None = None
 
     def choice_token_ids(self, tokenizer: Tokenizer) -> tuple[int, ...]:
@@ -182,6 +185,7 @@ def _toolworld(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
     from orchestra_jax.envs.toolworld.routes import turn_chooser
     from orchestra_jax.envs.toolworld.vocabulary import (
         CALL_PIECES,
+        call_piece_groups,
         call_piece_texts,
         template_source,
         train_world_tokenizer,
@@ -248,6 +252,7 @@ def _toolworld(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
                     preference_of=lambda task: task.preference_vector or None,
                     evaluation=evaluation,
                     choice_texts=tuple(call_piece_texts(aliases, str(w.call_pieces))),
+                    choice_groups=tuple(call_piece_groups(aliases, str(w.call_pieces))),
                     kind_of=lambda task: task.family)
 
 

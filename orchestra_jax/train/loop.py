@@ -171,8 +171,26 @@ def _choice_ids(config: ml_collections.ConfigDict, suite: EnvSuite,
     return ids
 
 
+def _choice_groups(config: ml_collections.ConfigDict, suite: EnvSuite,
+                   choice_ids: tuple[int, ...]) -> tuple[int, ...]:
+    """The group index of each choice for `loss.choice_entropy_over` "group" (empty for
+    "choice", or when no choice term is on); ConfigError naming the key otherwise."""
+    over = config.loss.get("choice_entropy_over", "choice")
+    if over not in ("choice", "group"):
+        raise ConfigError(f"config key 'loss.choice_entropy_over' is {over!r}; expected "
+                          "'choice' or 'group'")
+    if over == "choice" or not choice_ids:
+        return ()
+    if len(suite.choice_groups) != len(choice_ids):
+        raise ConfigError("config key 'loss.choice_entropy_over' is 'group', but data.source "
+                          f"{config.data.source!r} gives its choices no groups")
+    labels = list(dict.fromkeys(suite.choice_groups))
+    return tuple(labels.index(label) for label in suite.choice_groups)
+
+
 def _update_config(config: ml_collections.ConfigDict,
-                   choice_ids: tuple[int, ...] = ()) -> UpdateConfig:
+                   choice_ids: tuple[int, ...] = (),
+                   choice_groups: tuple[int, ...] = ()) -> UpdateConfig:
     loss = config.loss
     if loss.kl_in not in ("loss", "reward"):
         raise ConfigError(f"config key 'loss.kl_in' is {loss.kl_in!r}; known: "
@@ -191,7 +209,7 @@ def _update_config(config: ml_collections.ConfigDict,
                           value_coef=float(loss.value_coef) if _uses_critic(config) else 0.0,
                           value_clip=loss.value_clip,
                           micro_batches=int(config.train.micro_batches),
-                          choice_ids=choice_ids,
+                          choice_ids=choice_ids, choice_groups=choice_groups,
                           choice_entropy_coef=float(loss.choice_entropy_coef),
                           choice_format_coef=float(loss.choice_format_coef))
     if _uses_critic(config) and update.value_coef <= 0:
@@ -576,8 +594,9 @@ class _Run:
         self.shards = shards
         self.rows = _check_train(config, shards)
         self.buckets = _buckets(config)
-        self.update_config = _update_config(config, _choice_ids(config, self.suite,
-                                                                self.tokenizer))
+        choice_ids = _choice_ids(config, self.suite, self.tokenizer)
+        self.update_config = _update_config(
+            config, choice_ids, _choice_groups(config, self.suite, choice_ids))
         self.optimizer = _make_optimizer(config)
         self.lr_schedule = _lr_schedule(config)  # also checks the schedule before any step
         if loaded_model is not None:

@@ -61,6 +61,52 @@ def test_marginal_choice_entropy_without_choice_positions_is_zero_with_a_finite_
     assert np.all(np.isfinite(np.asarray(grad))) and float(jnp.abs(grad).sum()) == 0.0
 
 
+def test_grouped_marginal_choice_entropy_is_over_group_mass_and_blind_within_a_group():
+    """With groups the bonus is the entropy of the mean's mass per group: moving probability
+    between two choices of one group changes neither the value nor (so) the gradient's say."""
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(2, 5, 3)).astype(np.float32)
+    ids = np.array([[1, 5, 9, 6, 2], [7, 3, 5, 1, 1]])
+    mask = np.array([[0, 1, 1, 1, 0], [1, 1, 0, 1, 1]])
+    groups = (0, 1, 1)  # choice 5 alone; 6 and 7 together
+    got, count = marginal_choice_entropy(jnp.asarray(logits), jnp.asarray(ids),
+                                         jnp.asarray(mask), CHOICES, groups)
+    picked = np.stack([logits[0, 1], logits[0, 3], logits[1, 0]])
+    mean = _np_softmax(picked).mean(0)
+    grouped = np.array([mean[0], mean[1] + mean[2]])
+    assert int(count) == 3
+    assert float(got) == pytest.approx(float(-(grouped * np.log(grouped)).sum()), rel=1e-6)
+
+    def f(x):
+        return marginal_choice_entropy(x, jnp.asarray(ids), jnp.asarray(mask), CHOICES,
+                                       groups)[0]
+
+    # Re-split every position's mass of choices 6 and 7 (their summed exp kept): the grouped
+    # entropy stays, the ungrouped one moves.
+    both = np.logaddexp(logits[..., 1], logits[..., 2])
+    moved = logits.copy()
+    moved[..., 1] = both + np.log(0.9)
+    moved[..., 2] = both + np.log(0.1)
+    assert float(f(jnp.asarray(moved))) == pytest.approx(float(got), rel=1e-5)
+
+    def ungrouped(x):
+        return marginal_choice_entropy(x, jnp.asarray(ids), jnp.asarray(mask), CHOICES)[0]
+
+    assert abs(float(ungrouped(jnp.asarray(moved))) - float(ungrouped(jnp.asarray(logits)))
+               ) > 0.05
+    # So the gradient never pushes mass from one of them to the other: at every position it
+    # is the same per unit of each one's probability.
+    grad = np.asarray(jax.grad(f)(jnp.asarray(logits)))
+    probs = _np_softmax(logits)
+    np.testing.assert_allclose(grad[..., 1] / probs[..., 1], grad[..., 2] / probs[..., 2],
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_choice_groups_must_cover_every_choice():
+    with pytest.raises(ValueError, match="choice_groups"):
+        UpdateConfig(choice_ids=CHOICES, choice_groups=(0, 1), choice_entropy_coef=0.1).validate()
+
+
 def test_choice_set_logmass_averages_log_mass_over_each_turns_first_completion_token():
     rng = np.random.default_rng(1)
     logp = np.log(rng.uniform(0.01, 0.3, size=(2, 6, 3))).astype(np.float32)

@@ -319,7 +319,7 @@ def test_toolworld_choice_ids_are_its_eighteen_one_piece_calls(tmp_path):
     from orchestra_jax.envs.toolworld.vocabulary import call_texts
     from orchestra_jax.train.config import load_config
     from orchestra_jax.train.envs import build_env_suite
-    from orchestra_jax.train.loop import _choice_ids, _strata
+    from orchestra_jax.train.loop import _choice_groups, _choice_ids, _strata
 
     config = load_config(str(REPO / "experiments" / "toolworld_tiny.py"), [
         "--config.world.train_tasks=8", "--config.world.test_tasks=4",
@@ -329,6 +329,18 @@ def test_toolworld_choice_ids_are_its_eighteen_one_piece_calls(tmp_path):
     assert len(set(ids)) == 18
     texts = call_texts(suite.tool_names)
     assert [suite.tokenizer.encode(text) for text in texts] == [[i] for i in ids]
+    # loss.choice_entropy_over "group": the tool of each call (search, enhance_reasoning,
+    # answer), six experts each.
+    assert _choice_groups(config, suite, ids) == ()
+    config.loss.choice_entropy_over = "group"
+    assert _choice_groups(config, suite, ids) == (0,) * 6 + (1,) * 6 + (2,) * 6
+    assert [suite.choice_groups[i] for i in (0, 6, 12)] == [
+        next(t for t in ("search", "enhance_reasoning", "answer") if t in texts[i])
+        for i in (0, 6, 12)]
+    config.loss.choice_entropy_over = "tools"
+    with pytest.raises(ConfigError, match=r"loss\.choice_entropy_over"):
+        _choice_groups(config, suite, ids)
+    config.loss.choice_entropy_over = "choice"
     config.loss.choice_entropy_coef = config.loss.choice_format_coef = 0.0
     assert _choice_ids(config, suite, suite.tokenizer) == ()
     # data.balanced deals the families round-robin: the suite labels each task's family.

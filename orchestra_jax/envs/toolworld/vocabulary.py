@@ -89,6 +89,15 @@ def call_piece_texts(aliases: Sequence[str], call_pieces: str = "call") -> list[
     return pieces
 
 
+def call_piece_groups(aliases: Sequence[str], call_pieces: str = "call") -> list[str]:
+    """The tool of each of `call_piece_texts(aliases, call_pieces)` when every piece is a whole
+    call ("call"); empty otherwise (a "split" alias piece belongs to no one tool)."""
+    if call_pieces != "call":
+        call_piece_texts(aliases, call_pieces)  # a ValueError naming a bad option
+        return []
+    return [tool for tool in TOOL_NAMES for _ in aliases]
+
+
 async def _turn_prompts(
     world: ToolWorld, tasks: Sequence[WorldTask], policy: Any, template: str
 ) -> list[str]:
@@ -183,6 +192,7 @@ def prompt_lengths(
 __all__ = [
     "CALL_PIECES",
     "TEMPLATES",
+    "call_piece_groups",
     "call_piece_texts",
     "call_texts",
     "prompt_lengths",
