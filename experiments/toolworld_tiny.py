@@ -57,6 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.clip_low = 0.2
     config.loss.clip_high = 0.28
     config.loss.choice_entropy_coef = 0.2
+    config.loss.choice_entropy_over = "group"  # the tools' marginal; the reward picks experts
     config.loss.choice_format_coef = 1.0
     config.optimizer.name = "muon"
     config.optimizer.muon_embeddings = True
@@ -87,9 +88,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.world.train_tasks = 2000
     config.world.test_tasks = 400
     config.world.train_preference = "mix"
+    # Neutral users and "avoid the frontier" only: "prefer open models" (-1 on mini) and the
+    # cost- and latency-first users (weight 1) reward cheap experts so strongly that a tiny
+    # policy carries their routes into neutral tasks (search by open, not by mini).
     config.world.preference_mix = ml_collections.ConfigDict({
-        "neutral": 0.5, "avoid_frontier": 0.2, "minimise_cost": 0.1, "minimise_latency": 0.1,
-        "prefer_open": 0.1})
+        "neutral": 0.5, "avoid_frontier": 0.2, "minimise_cost": 0.0, "minimise_latency": 0.0,
+        "prefer_open": 0.0})
     config.world.prompt_template = "compact"
     config.world.last_turn_note = True
     config.world.efficiency_weight = 0.1  # a correct answer first, then cost and latency

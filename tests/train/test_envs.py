@@ -68,10 +68,8 @@ def _suite(tmp_path: Path, *overrides: str):
     return build_env_suite(config, tmp_path / "run")
 
 
-def test_world_preference_mix_sets_which_preferences_the_training_tasks_carry(tmp_path):
-    drop = [f"--config.world.preference_mix.{name}=0"
-            for name in ("minimise_cost", "minimise_latency", "prefer_open")]
-    suite = _suite(tmp_path, *drop)
+def test_the_recipes_training_tasks_carry_neutral_and_avoid_frontier_only(tmp_path):
+    suite = _suite(tmp_path)
     drawn = [task.preference for task in suite.tasks]
     assert set(drawn) == {"neutral", "avoid_frontier"}
     # 0.5 : 0.2 of 200 tasks: about 143 neutral; a binomial sd of 6.4.
@@ -79,12 +77,14 @@ def test_world_preference_mix_sets_which_preferences_the_training_tasks_carry(tm
     assert {task.preference for task in suite.eval_tasks} == {"neutral"}
 
 
-def test_the_recipes_preference_mix_is_the_worlds_default_draw_for_draw(tmp_path):
+def test_world_preference_mix_with_the_default_weights_is_the_default_draw_for_draw(tmp_path):
     from orchestra_jax.envs.toolworld import ToolWorld, WorldConfig
 
-    suite = _suite(tmp_path)
+    suite = _suite(tmp_path, *(f"--config.world.preference_mix.{name}=0.1"
+                               for name in ("minimise_cost", "minimise_latency", "prefer_open")))
     default = ToolWorld(WorldConfig(seed=0)).tasks("train", 200, preference="mix")
     assert [t.preference for t in suite.tasks] == [t.preference for t in default]
+    assert len({t.preference for t in default}) == 5
 
 
 @pytest.mark.parametrize(("override", "message"), [
