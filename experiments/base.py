@@ -52,7 +52,8 @@ loss        policy_loss: a name in the loss registry (ppo_clip, gspo, reinforce)
             choice_entropy_coef (a bonus on the entropy of the batch-marginal distribution
             over the world's one-token choices), choice_format_coef (-log P(a choice) at each
             turn's decision position): 0 is off; they need a world with choice pieces
-            (toolworld).
+            (toolworld). choice_entropy_over: "choice" (that marginal over the choices) or
+            "group" (over the groups the world gives them; toolworld: the call's tool).
 optimizer   name (adamw or muon; muon_embeddings: the head too), lr, schedule ("constant",
             "cosine" or "linear", both decaying to 0 at train.steps), warmup_steps, b1, b2,
             eps, weight_decay, grad_clip (global norm; None: off). The schedule and the
