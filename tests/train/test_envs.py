@@ -52,7 +52,8 @@ def test_world_last_turn_note_reaches_the_prompts_and_the_random_policy(tmp_path
 def test_world_efficiency_weight_reaches_every_task_the_reward_reads(tmp_path, weight):
     config = load_config(str(REPO / "experiments" / "toolworld_tiny.py"), [
         "--config.world.train_tasks=40", "--config.world.test_tasks=8",
-        "--config.world.vocabulary_tasks=40", f"--config.world.efficiency_weight={weight}"])
+        "--config.world.vocabulary_tasks=40", f"--config.world.efficiency_weight={weight}",
+        "--config.world.preference_mix.minimise_cost=0.1"])  # the recipe trains on none
     suite = build_env_suite(config, tmp_path / "run")
     vectors = {task.preference: suite.preference_of(task)[-3:] for task in suite.tasks}
     assert vectors["neutral"] == vectors["avoid_frontier"] == (1.0, weight, weight)

@@ -329,8 +329,9 @@ def test_toolworld_choice_ids_are_its_eighteen_one_piece_calls(tmp_path):
     assert len(set(ids)) == 18
     texts = call_texts(suite.tool_names)
     assert [suite.tokenizer.encode(text) for text in texts] == [[i] for i in ids]
-    # loss.choice_entropy_over "group": the tool of each call (search, enhance_reasoning,
-    # answer), six experts each.
+    # loss.choice_entropy_over "group" (the recipe's): the tool of each call (search,
+    # enhance_reasoning, answer), six experts each; "choice": no groups.
+    config.loss.choice_entropy_over = "choice"
     assert _choice_groups(config, suite, ids) == ()
     config.loss.choice_entropy_over = "group"
     assert _choice_groups(config, suite, ids) == (0,) * 6 + (1,) * 6 + (2,) * 6
