@@ -13,7 +13,6 @@ resumed run reads the very same vocabulary).
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -152,27 +151,29 @@ def _preference_mix(mix: Any) -> tuple[tuple[str, float], ...]:
     penalises `mini`, the best searcher, and `minimise_cost` weights cost like the outcome, so
     a policy that conditions weakly on the instruction carries their routes into neutral tasks.
     """
-    from orchestra_jax.envs.toolworld.preferences import DEFAULT_MIX, PREFERENCES
+    from orchestra_jax.envs.toolworld.preferences import (
+        DEFAULT_MIX,
+        PREFERENCES,
+        preference_mix_problems,
+    )
 
     if not mix:
         return DEFAULT_MIX
-    items = dict(mix).items()
-    unknown = sorted(name for name, _ in items if name not in PREFERENCES)
+    weights = dict(mix)
+    unknown, bad = preference_mix_problems(list(weights.items()))
     if unknown:
         raise ConfigError(f"config key 'world.preference_mix' names unknown preferences "
-                          f"{unknown}; known: {', '.join(PREFERENCES)}")
-    weights = {}
-    for name, weight in items:
-        if (isinstance(weight, bool) or not isinstance(weight, int | float)
-                or not (weight >= 0 and math.isfinite(weight))):
-            raise ConfigError(f"config key 'world.preference_mix.{name}' is {weight!r}; "
-                              "expected a number >= 0")
-        weights[name] = float(weight)
+                          f"{sorted(unknown)}; known: {', '.join(PREFERENCES)}")
+    if bad:
+        name, weight = next(iter(bad.items()))
+        raise ConfigError(f"config key 'world.preference_mix.{name}' is {weight!r}; "
+                          "expected a number >= 0")
     if sum(weights.values()) <= 0:
         raise ConfigError("config key 'world.preference_mix' needs a positive weight "
                           f"somewhere, got {weights}")
     # In the catalogue's order, so the draw per task never depends on how the keys were set.
-    return tuple((name, weights[name]) for name in PREFERENCES if weights.get(name, 0.0) > 0)
+    return tuple((name, float(weights[name])) for name in PREFERENCES
+                 if weights.get(name, 0.0) > 0)
 
 
 @register_env("toolworld")

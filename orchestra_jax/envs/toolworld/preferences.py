@@ -33,6 +33,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from orchestra_jax.tools.pricing import Price
 from orchestra_jax.tools.qa_tools import ANSWER, TOOL_NAMES
@@ -105,15 +106,26 @@ def get_preference(name: str) -> Preference:
     return PREFERENCES[name]
 
 
+def preference_mix_problems(mix: Sequence[tuple[str, Any]]) -> tuple[list[str], dict[str, Any]]:
+    """The names in `mix` that are no known preference, and the weights that are not finite
+    numbers >= 0 -- one rule for drawing and for callers that check a config first."""
+    unknown = [name for name, _ in mix if name not in PREFERENCES]
+    bad = {name: w for name, w in mix
+           if isinstance(w, bool) or not isinstance(w, int | float)
+           or not (w >= 0 and math.isfinite(w))}
+    return unknown, bad
+
+
 def draw_preference(rng: random.Random, mix: Sequence[tuple[str, float]]) -> str:
     """One preference name drawn with the mixture's weights."""
     if not mix:
         raise ValueError("the preference mixture is empty")
     names = [name for name, _ in mix]
     weights = [float(w) for _, w in mix]
-    for name in names:
-        get_preference(name)
-    if any(w < 0 or not math.isfinite(w) for w in weights) or sum(weights) <= 0:
+    unknown, bad = preference_mix_problems(mix)
+    if unknown:
+        get_preference(unknown[0])  # the ValueError naming the known ones
+    if bad or sum(weights) <= 0:
         raise ValueError(f"preference weights must be >= 0 with a positive sum, got {weights}")
     return rng.choices(names, weights=weights, k=1)[0]
 
@@ -189,4 +201,5 @@ __all__ = [
     "Preference",
     "draw_preference",
     "get_preference",
+    "preference_mix_problems",
 ]
