@@ -17,6 +17,9 @@ model       preset: a name from `orchestra_jax.models.PRESETS` (architecture; ra
             tokenizer), a .gguf file or a packaged model name ("smollm2-135m-instruct") whose
             weights initialise the policy and the frozen KL reference; when set, the
             architecture and the tokenizer come from it and `preset` is not used.
+            chat_template: a template name ("chatml_tools", "compact") that replaces the
+            tokenizer's own (None: keep it) -- for checkpoints whose template renders no
+            tools, such as SmolLM2's.
             dtype: activation/compute dtype.
             param_dtype: master weights (keep float32 with small learning rates, since a
             bfloat16 weight cannot absorb a 1e-6 relative update). remat: recompute
@@ -118,6 +121,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict()
     config.model.preset = "tiny"
     config.model.path = placeholder(str)
+    config.model.chat_template = placeholder(str)
     config.model.dtype = "float32"
     config.model.param_dtype = "float32"
     config.model.remat = False

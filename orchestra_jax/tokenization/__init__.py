@@ -23,6 +23,8 @@ from orchestra_jax.tokenization.templates import (
     CHAT_SPECIAL_TOKENS,
     CHATML_COMPACT_TOOLS_TEMPLATE,
     CHATML_TOOLS_TEMPLATE,
+    NAMED_CHAT_TEMPLATES,
+    named_chat_template,
 )
 from orchestra_jax.tokenization.tool_calls import (
     ToolCall,
@@ -36,6 +38,7 @@ __all__ = [
     "CHATML_COMPACT_TOOLS_TEMPLATE",
     "CHATML_TOOLS_TEMPLATE",
     "CHAT_SPECIAL_TOKENS",
+    "NAMED_CHAT_TEMPLATES",
     "ArgumentProblem",
     "HFTokenizer",
     "SentencePieceTokenizer",
@@ -48,6 +51,7 @@ __all__ = [
     "compile_chat_template",
     "error_counts",
     "load_tokenizer",
+    "named_chat_template",
     "normalize_messages",
     "parse_tool_calls",
     "render_chat_template",

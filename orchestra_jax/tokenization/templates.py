@@ -134,3 +134,20 @@ CHATML_TOOLS_TEMPLATE = _CHATML_SOURCE.replace("@@TOOLS_SECTION@@",
 #: in each sampler prefill and each update step (about 90 fewer tokens of ~235 per turn).
 CHATML_COMPACT_TOOLS_TEMPLATE = _CHATML_SOURCE.replace("@@TOOLS_SECTION@@",
                                                        _COMPACT_TOOLS_SECTION.lstrip("\n"))
+
+
+#: Chat templates by name, for a config to pick one (`world.prompt_template` for toolworld's
+#: trained vocabulary, `model.chat_template` for a checkpoint whose own template renders no
+#: tools -- SmolLM2's ChatML template drops the `tools` argument, so its policy would never
+#: see what it may call).
+NAMED_CHAT_TEMPLATES: dict[str, str] = {
+    "compact": CHATML_COMPACT_TOOLS_TEMPLATE,
+    "chatml_tools": CHATML_TOOLS_TEMPLATE,
+}
+
+
+def named_chat_template(name: str) -> str:
+    """The Jinja source of the template called `name`; ValueError naming it otherwise."""
+    if name not in NAMED_CHAT_TEMPLATES:
+        raise ValueError(f"unknown chat template {name!r}; known: {sorted(NAMED_CHAT_TEMPLATES)}")
+    return NAMED_CHAT_TEMPLATES[name]

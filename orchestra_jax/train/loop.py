@@ -146,6 +146,21 @@ def _load_model(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
     return loaded.model, loaded.tokenizer
 
 
+def _apply_chat_template(config: ml_collections.ConfigDict, tokenizer: Any) -> None:
+    """Replace the tokenizer's chat template with `model.chat_template` when set, so that a
+    checkpoint whose own template drops the tool schemas (SmolLM2's) is prompted with them;
+    the run's saved tokenizer then carries it, so evaluation and serving render alike."""
+    name = config.model.get("chat_template")
+    if name is None:
+        return
+    from orchestra_jax.tokenization import named_chat_template
+
+    try:
+        tokenizer.chat_template = named_chat_template(str(name))
+    except ValueError as exc:
+        raise ConfigError(f"config key 'model.chat_template': {exc}") from exc
+
+
 def _kl_in_reward(config: ml_collections.ConfigDict) -> bool:
     return config.loss.kl_coef > 0 and config.loss.kl_in == "reward"
 
@@ -590,6 +605,7 @@ class _Run:
             raise ConfigError(f"config key 'model.path' ({config.model.path!r}) brings no "
                               f"tokenizer and 'data.source' ({config.data.source!r}) none "
                               "either")
+        _apply_chat_template(config, self.tokenizer)
         shards = batch_shards(self.mesh, self.rules)
         self.shards = shards
         self.rows = _check_train(config, shards)

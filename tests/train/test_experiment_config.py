@@ -242,8 +242,9 @@ def test_dump_config_writes_json_that_round_trips(base_recipe: Path, tmp_path: P
 
 def test_base_config_names_every_section_the_loop_reads(base_recipe: Path) -> None:
     flat = flatten_config(load_config(base_recipe))
-    for key in ("model.preset", "model.path", "model.dtype", "model.param_dtype", "model.remat",
-                "model.scan_layers", "mesh.shape", "mesh.rules", "rollout.prompts_per_step",
+    for key in ("model.preset", "model.path", "model.chat_template", "model.dtype",
+                "model.param_dtype", "model.remat", "model.scan_layers", "mesh.shape",
+                "mesh.rules", "rollout.prompts_per_step",
                 "rollout.group_size", "rollout.max_turns", "rollout.max_new_tokens",
                 "rollout.temperature", "rollout.top_p", "rollout.episode_timeout_s",
                 "rollout.max_batch_size", "reward.alias_min_over_users",

@@ -467,3 +467,29 @@ def test_the_final_evaluation_and_orchestra_eval_play_the_moving_average(tmp_pat
 def test_a_bad_ema_decay_exits_2_naming_the_key(tmp_path, capsys):
     assert _train(tmp_path / "run", "--config.train.ema_decay=1.0") == 2
     assert "train.ema_decay" in capsys.readouterr().err
+
+
+def test_unknown_chat_template_exits_2_naming_the_key(tmp_path, capsys):
+    assert _train(tmp_path / "run", "--config.model.chat_template=hermes") == 2
+    err = capsys.readouterr().err
+    assert "model.chat_template" in err and "'hermes'" in err and "chatml_tools" in err
+
+
+def test_chat_template_replaces_the_tokenizers_own_in_the_run(tmp_path):
+    from orchestra_jax.tokenization import CHATML_TOOLS_TEMPLATE, named_chat_template
+    from orchestra_jax.train.config import load_config
+    from orchestra_jax.train.loop import _Run
+
+    config = load_config(str(REPO / "experiments" / "toolworld_tiny.py"), [
+        "--config.world.train_tasks=8", "--config.world.test_tasks=4",
+        "--config.world.vocabulary_tasks=40", "--config.model.chat_template=chatml_tools"])
+    run = _Run(config, tmp_path / "run")
+    # The world vocabulary was trained for "compact"; the key wins, so the tool schemas and
+    # the Hermes instructions are rendered.
+    assert run.tokenizer.chat_template == named_chat_template("chatml_tools")
+    assert run.tokenizer.chat_template == CHATML_TOOLS_TEMPLATE
+    prompt = run.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Q?"}],
+        tools=[{"type": "function", "function": {"name": "search", "parameters": {}}}],
+        add_generation_prompt=True)
+    assert "<tools>" in prompt and '"name": "search"' in prompt

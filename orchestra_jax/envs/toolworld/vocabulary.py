@@ -20,9 +20,9 @@ from orchestra_jax.envs.toolworld.tasks import WorldTask
 from orchestra_jax.envs.toolworld.world import ToolWorld
 from orchestra_jax.sync import run_coroutine
 from orchestra_jax.tokenization import (
-    CHATML_COMPACT_TOOLS_TEMPLATE,
-    CHATML_TOOLS_TEMPLATE,
+    NAMED_CHAT_TEMPLATES,
     SentencePieceTokenizer,
+    named_chat_template,
     render_chat_template,
     train_sentencepiece,
 )
@@ -31,17 +31,12 @@ from orchestra_jax.tools.qa_tools import ANSWER, SEARCH, TOOL_NAMES
 #: The chat templates a world vocabulary can be trained for (`train_world_tokenizer`'s
 #: `template`): "compact" names the tools on one line, "chatml_tools" lists their JSON schemas
 #: with the Hermes instructions (`orchestra_jax.tokenization.templates`).
-TEMPLATES: dict[str, str] = {
-    "compact": CHATML_COMPACT_TOOLS_TEMPLATE,
-    "chatml_tools": CHATML_TOOLS_TEMPLATE,
-}
+TEMPLATES: dict[str, str] = NAMED_CHAT_TEMPLATES
 
 
 def template_source(template: str) -> str:
     """The Jinja source of a template named in `TEMPLATES`; ValueError naming it otherwise."""
-    if template not in TEMPLATES:
-        raise ValueError(f"unknown prompt template {template!r}; known: {sorted(TEMPLATES)}")
-    return TEMPLATES[template]
+    return named_chat_template(template)
 
 
 def render_prompt(
