@@ -18,12 +18,14 @@ tokens (the Hermes tool schemas included), against 108 to 179 for the tiny polic
 
 The world, its reward, preferences and filters are the tiny recipe's (this config starts from
 it). What differs, and why:
-- AdamW at 2e-6 with gradient clipping, not Muon at 1e-3: the weights are pretrained and a
-  from-scratch step size would erase them (the paper trains its 8B orchestrator at 1e-6).
+- AdamW at 2e-6 (the base config's clipping at 1.0), not Muon at 1e-3: the weights are
+  pretrained and a from-scratch step size would erase them (the paper trains its 8B
+  orchestrator at 1e-6).
 - A format warm start without LM steps (`sft.lm_steps=0`): SmolLM2 already represents its
   prompt; the warm start only teaches the world's call syntax, with random valid calls, so
   the routing is still learned by RL alone.
-- bfloat16 activations over float32 master weights; 16 tasks of 8 episodes a step.
+- bfloat16 activations over the base config's float32 master weights; 16 tasks of 8
+  episodes a step.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.path = "smollm2-135m-instruct"
     config.model.chat_template = "chatml_tools"
     config.model.dtype = "bfloat16"
-    config.model.param_dtype = "float32"
     config.model.scan_layers = True  # one compiled layer, not thirty: minutes of compile saved
     config.mesh.shape = (1, -1, 1)  # every accelerator of the host on the fsdp axis
 
@@ -54,7 +55,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.name = "adamw"
     config.optimizer.muon_embeddings = False
     config.optimizer.lr = 2e-6
-    config.optimizer.grad_clip = 1.0
 
     config.sft.steps = 60
     config.sft.episodes = 512

@@ -188,10 +188,9 @@ def _toolworld(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
         CALL_PIECES,
         call_piece_groups,
         call_piece_texts,
-        template_source,
         train_world_tokenizer,
     )
-    from orchestra_jax.tokenization import load_tokenizer
+    from orchestra_jax.tokenization import load_tokenizer, named_chat_template
     from orchestra_jax.tools.executor import ToolExecutor
     from orchestra_jax.train.evaluation import EvalSpec
 
@@ -207,7 +206,7 @@ def _toolworld(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
     except ValueError as exc:
         raise ConfigError(f"config key 'world': {exc}") from exc
     try:
-        template_source(str(w.prompt_template))
+        named_chat_template(str(w.prompt_template))
     except ValueError as exc:
         raise ConfigError(f"config key 'world.prompt_template': {exc}") from exc
     if w.call_pieces not in CALL_PIECES:

@@ -146,17 +146,19 @@ def _load_model(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
     return loaded.model, loaded.tokenizer
 
 
-def _apply_chat_template(config: ml_collections.ConfigDict, tokenizer: Any) -> None:
-    """Replace the tokenizer's chat template with `model.chat_template` when set, so that a
-    checkpoint whose own template drops the tool schemas (SmolLM2's) is prompted with them;
-    the run's saved tokenizer then carries it, so evaluation and serving render alike."""
+def _chat_template(config: ml_collections.ConfigDict) -> str | None:
+    """The source of `model.chat_template` (None: keep the tokenizer's own), which replaces
+    the run tokenizer's template so that a checkpoint whose own drops the tool schemas
+    (SmolLM2's) is prompted with them; the run's saved tokenizer then carries it, so
+    evaluation and serving render alike. Read before anything is built or loaded, so a bad
+    name costs no model load."""
     name = config.model.get("chat_template")
     if name is None:
-        return
+        return None
     from orchestra_jax.tokenization import named_chat_template
 
     try:
-        tokenizer.chat_template = named_chat_template(str(name))
+        return named_chat_template(str(name))
     except ValueError as exc:
         raise ConfigError(f"config key 'model.chat_template': {exc}") from exc
 
@@ -589,6 +591,7 @@ class _Run:
     def __init__(self, config: ml_collections.ConfigDict, workdir: Path):
         self.config = config
         self.workdir = workdir
+        chat_template = _chat_template(config)
         self.suite: EnvSuite = build_env_suite(config, workdir)
         self.strata, self.strata_weights = _strata(config, self.suite)
         self.mesh = _mesh(config)
@@ -605,7 +608,8 @@ class _Run:
             raise ConfigError(f"config key 'model.path' ({config.model.path!r}) brings no "
                               f"tokenizer and 'data.source' ({config.data.source!r}) none "
                               "either")
-        _apply_chat_template(config, self.tokenizer)
+        if chat_template is not None:
+            self.tokenizer.chat_template = chat_template
         shards = batch_shards(self.mesh, self.rules)
         self.shards = shards
         self.rows = _check_train(config, shards)

@@ -20,23 +20,12 @@ from orchestra_jax.envs.toolworld.tasks import WorldTask
 from orchestra_jax.envs.toolworld.world import ToolWorld
 from orchestra_jax.sync import run_coroutine
 from orchestra_jax.tokenization import (
-    NAMED_CHAT_TEMPLATES,
     SentencePieceTokenizer,
     named_chat_template,
     render_chat_template,
     train_sentencepiece,
 )
 from orchestra_jax.tools.qa_tools import ANSWER, SEARCH, TOOL_NAMES
-
-#: The chat templates a world vocabulary can be trained for (`train_world_tokenizer`'s
-#: `template`): "compact" names the tools on one line, "chatml_tools" lists their JSON schemas
-#: with the Hermes instructions (`orchestra_jax.tokenization.templates`).
-TEMPLATES: dict[str, str] = NAMED_CHAT_TEMPLATES
-
-
-def template_source(template: str) -> str:
-    """The Jinja source of a template named in `TEMPLATES`; ValueError naming it otherwise."""
-    return named_chat_template(template)
 
 
 def render_prompt(
@@ -45,9 +34,10 @@ def render_prompt(
     template: str = "chatml_tools",
 ) -> str:
     """The prompt text the episode loop renders for these messages and tool schemas with the
-    vocabulary's `template` (a name in `TEMPLATES`)."""
+    vocabulary's `template` (a name in `tokenization.NAMED_CHAT_TEMPLATES`)."""
     return render_chat_template(
-        template_source(template), list(messages), tools=list(tools), add_generation_prompt=True
+        named_chat_template(template), list(messages), tools=list(tools),
+        add_generation_prompt=True,
     )
 
 
@@ -112,7 +102,7 @@ def training_texts(
     """Text to train the world's vocabulary on: prompts of every turn of random-policy
     episodes on training tasks (mixed preferences, augmented) rendered with `template`, the
     calls, the documents."""
-    template_source(template)
+    named_chat_template(template)
     tasks = world.tasks(
         "train", n_tasks, preference="mix", tool_subsets=True, price_schedules=True
     )
@@ -136,7 +126,8 @@ def train_world_tokenizer(
     template: str = "chatml_tools",
 ) -> SentencePieceTokenizer:
     """A SentencePiece vocabulary trained on `training_texts`, saved to `out_dir` with
-    `template` (a name in `TEMPLATES`) as its chat template, which the episode loop renders.
+    `template` (a name in `tokenization.NAMED_CHAT_TEMPLATES`) as its chat template, which the
+    episode loop renders.
 
     `call_pieces` (`CALL_PIECES`): "call" makes every complete call
     (`<tool_call>{...}</tool_call>`) one piece, so a policy's turn is a single token, as in the
@@ -145,7 +136,7 @@ def train_world_tokenizer(
     extra = call_piece_texts(world.aliases, call_pieces)
     texts = training_texts(world, n_tasks, template=template)
     return train_sentencepiece(texts, out_dir, vocab_size, extra_special_tokens=extra,
-                               chat_template=template_source(template))
+                               chat_template=named_chat_template(template))
 
 
 def prompt_lengths(
@@ -186,13 +177,11 @@ def prompt_lengths(
 
 __all__ = [
     "CALL_PIECES",
-    "TEMPLATES",
     "call_piece_groups",
     "call_piece_texts",
     "call_texts",
     "prompt_lengths",
     "render_prompt",
-    "template_source",
     "train_world_tokenizer",
     "training_texts",
 ]
