@@ -7,9 +7,10 @@ overrides and, at every RL step, prints for each task family the sampled episode
 mean cost and the share of each first call (`tool[alias]`, or `malformed`) -- the numbers that
 show whether the policy conditions its routing on the task or moves every family alike, and
 the policy's exact first-turn tool probabilities per family on a fixed set of prompts (see
-docs/toolworld.md, "What GRPO learns here"). The last line is the run's summary (policies'
-accuracy and cost on the test tasks when `eval.final` is on). Only rollouts are read: the
-training itself is exactly the command's.
+docs/research/toolworld-log.md). The last line is the run's summary (policies'
+accuracy and cost on the test tasks when `eval.final` is on). It watches the run through
+`train(observer=...)`, which sees each step after its update (the probabilities are the
+updated policy's); the training itself is exactly the command's.
 """
 
 from __future__ import annotations
@@ -117,41 +118,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", required=True)
     args, overrides = parser.parse_known_args(argv)  # the rest: --config.KEY=VALUE
 
-    from orchestra_jax.train import loop
     from orchestra_jax.train.config import load_config
+    from orchestra_jax.train.loop import train
 
     config = load_config(args.config, overrides)
-    original = loop._rewards
-    step = {"n": 0, "t": time.perf_counter()}
-
+    started = time.perf_counter()
     probe = FirstTurnProbe()
-    learn = loop._Run.learn
 
-    def observed_learn(run: Any, *args: Any, **kwargs: Any) -> Any:
+    def observe(run: Any, result: Any) -> None:
         probe.run = run
-        return learn(run, *args, **kwargs)
-
-    def observed_rewards(config: Any, trajectories: Any, suite: Any, tasks: Any) -> Any:
-        rewards = original(config, trajectories, suite, tasks)
-        step["n"] += 1
-        probe.collect(list(tasks), list(trajectories))
-        record = {"step": step["n"], "reward": round(float(np.mean(rewards)), 3),
-                  "elapsed_s": round(time.perf_counter() - step["t"], 1),
+        probe.collect(result.tasks, result.trajectories)
+        record = {"step": result.step, "reward": round(float(np.mean(result.rewards)), 3),
+                  "elapsed_s": round(time.perf_counter() - started, 1),
                   "first_turn_p": probe.probabilities(),
-                  "families": family_stats(list(tasks), list(trajectories))}
+                  "families": family_stats(result.tasks, result.trajectories)}
         print(json.dumps(record), flush=True)
-        return rewards
 
-    loop._rewards = observed_rewards
-    loop._Run.learn = observed_learn
-    summary = loop.train(config, Path(args.workdir))
+    summary = train(config, Path(args.workdir), observer=observe)
     policies = summary.get("policies", {})
     brief = {name: {"acc": round(p["accuracy"], 3), "cost_m$": round(1e3 * p["cost_usd"], 3),
                     "by_family": {f: round(v["accuracy"], 2)
                                   for f, v in p.get("by_family", {}).items()}}
              for name, p in policies.items()
              if not name.startswith("route:") or name == summary.get("best_fixed_route")}
-    print(json.dumps({"summary": {"wall_s": round(summary["wall_s"], 1), "policies": brief,
+    print(json.dumps({"summary": {"wall_s": round(summary["wall_time_s"], 1), "policies": brief,
                                   "preference_eval": summary.get("preference_eval")}}))
     return 0
 

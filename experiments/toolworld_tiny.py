@@ -16,9 +16,10 @@ questions, a search by `mini` first for look-ups and multi-hop questions -- at a
 accuracy for about 2 m$ a task, against 47% for the warm start, 59% for random routing and
 85% at 19 m$ for the best fixed route (`route:frontier-all`); under "avoid the frontier model"
 no frontier calls at all. Other training seeds (`--config.train.seed`) vary: seed 2 gives 93%,
-seed 1 only 64% (docs/toolworld.md, "Which expert, not only which tool").
+seed 1 only 64% (the research log, docs/research/toolworld-log.md, "Which expert, not only
+which tool").
 
-Why the recipe is what it is (docs/toolworld.md, "What GRPO learns here"): Muon on the layers
+Why the recipe is what it is (the research log, "What GRPO learns here"): Muon on the layers
 and the head, because with AdamW every family's call distribution moves in lockstep; two tasks
 of every family in each step (`data.balanced`), so the shared part of a step's gradient does
 not follow whichever family the shuffle favoured; a neutral user who weights cost and latency
@@ -82,7 +83,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.eval_every = 0
     config.train.checkpoint_every = 10
     config.train.keep_checkpoints = 2
-    # Compact prompts are 108 tokens on a first turn, 179 after a search (docs/toolworld.md).
+    # Compact prompts are about 108 tokens on a first turn and 183 after a search
+    # (python research/prompt_lengths.py --workdir RUN).
     config.train.seq_buckets = (128, 160, 192, 224, 256, 320, 384)
 
     config.data.source = "toolworld"

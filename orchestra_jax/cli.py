@@ -3,18 +3,25 @@
     orchestra demo            load the real SmolLM2-135M-Instruct, run a forward pass, chat
     orchestra models          list the model presets and their sizes
     orchestra serve           an OpenAI-compatible chat-completions server for a checkpoint
-    orchestra train           RL training: --config FILE --workdir DIR [--config.a.b=value ...]
-    orchestra eval            every policy on held-out tasks: --config FILE --checkpoint DIR
-                              --out FILE [--config.a.b=value ...]
+    orchestra train           RL training: --config FILE[:ARG] --workdir DIR
+                              [--config.a.b=value | --config.a.b value ...]
+    orchestra eval            every policy on held-out tasks: --config FILE[:ARG]
+                              --checkpoint DIR --out FILE [--config.a.b=value ...]
+
+Each sub-command imports its rooms when it runs, so `orchestra --help` and a mistyped command
+answer without loading jax.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from collections.abc import Sequence
+
+from orchestra_jax.logs import configure_cli_logging
 
 DEFAULT_PROMPTS = (
     "What is the capital of France?",
@@ -69,11 +76,9 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import logging
-
     from orchestra_jax.serve.server import ServeError, load_chat_server, run_server
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_cli_logging(logging.INFO)
     try:
         server = load_chat_server(
             args.model, dtype=args.dtype, scan_layers=args.scan_layers,
@@ -81,6 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_wait_s=args.max_wait_ms / 1000, default_max_tokens=args.default_max_tokens,
             max_model_len=args.max_model_len, chat_template=args.chat_template,
             api_key_env=args.api_key_env, seed=args.seed,
+            decode_chunk_tokens=args.decode_chunk_tokens,
         )
     except ServeError as err:
         print(f"orchestra serve: {err}", file=sys.stderr)
@@ -89,21 +95,48 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import logging
-
     from orchestra_jax.train.loop import run_from_cli
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    configure_cli_logging()
     return run_from_cli(args.config, args.workdir, args.overrides)
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import logging
+    from orchestra_jax.train.eval_command import evaluate_from_cli
 
-    from orchestra_jax.train.loop import evaluate_from_cli
-
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    configure_cli_logging()
     return evaluate_from_cli(args.config, args.checkpoint, args.out, args.overrides)
+
+
+_CONFIG_HELP = ("experiment file with get_config() (experiments/*.py); FILE:ARG calls "
+                "get_config(ARG) with the string ARG (ml_collections.config_flags' convention)")
+_OVERRIDES_HELP = ("Any config field can be overridden: --config.a.b=value or --config.a.b "
+                   "value (typed and checked against orchestra_jax/train/schema.py; a bad key "
+                   "or value stops with exit status 2, naming it, before the workdir is "
+                   "touched).")
+
+
+def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str], str | None]:
+    """Take the config overrides out of ``argv``: ``--config.a.b=value``, or ``--config.a.b
+    value`` with the value as the next element (``ml_collections.config_flags``' two
+    spellings). Returns the other arguments, the overrides as ``--config.a.b=value`` strings,
+    and the first override left without a value (None when there is none)."""
+    rest: list[str] = []
+    overrides: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--config."):
+            rest.append(arg)
+        elif "=" in arg:
+            overrides.append(arg)
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            overrides.append(f"{arg}={argv[i + 1]}")
+            i += 1
+        else:
+            return rest, overrides, arg
+        i += 1
+    return rest, overrides, None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,8 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="reply length when a request sets no max_tokens")
     serve.add_argument("--max-model-len", type=int,
                        help="context length to allow (default: the model's)")
-    serve.add_argument("--chat-template",
-                       help="Jinja file or 'chatml-tools' instead of the model's own template")
+    serve.add_argument("--chat-template", metavar="NAME_OR_FILE",
+                       help="a name in tokenization.NAMED_CHAT_TEMPLATES (chatml_tools, "
+                            "compact, ...) or a Jinja file, rendered instead of the model's "
+                            "own template")
+    serve.add_argument("--decode-chunk-tokens", type=int, metavar="N",
+                       help="most decode steps per batch (default 64): a disconnected "
+                            "client's request leaves the batch between chunks; 0: whole replies")
     serve.add_argument("--scan-layers", action="store_true",
                        help="scan over layers (much faster compilation)")
     serve.add_argument("--api-key-env", metavar="VAR",
@@ -150,10 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser(
         "train", help="RL training of an orchestrator (resumes from the workdir's checkpoint)",
-        epilog="Any config field can be overridden: --config.a.b=value (typed; an unknown key "
-               "or a wrong type stops with exit status 2, naming it).")
-    train.add_argument("--config", required=True, metavar="FILE",
-                       help="experiment file with get_config() (experiments/*.py)")
+        epilog=_OVERRIDES_HELP)
+    train.add_argument("--config", required=True, metavar="FILE[:ARG]", help=_CONFIG_HELP)
     train.add_argument("--workdir", required=True, metavar="DIR",
                        help="run directory: config.json, checkpoints, TensorBoard events")
     train.set_defaults(run=_train, overrides=[])
@@ -163,8 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "policies on the held-out tasks",
         epilog="Writes --out (JSON: per policy accuracy, cost_usd, latency_s, calls per alias, "
                "preference_score, by_family) and the accuracy-vs-cost plot next to it (.png).")
-    evaluate.add_argument("--config", required=True, metavar="FILE",
-                          help="the experiment file the policy was trained with")
+    evaluate.add_argument("--config", required=True, metavar="FILE[:ARG]",
+                          help="the experiment file the policy was trained with (FILE:ARG: "
+                               "its get_config(ARG))")
     evaluate.add_argument("--checkpoint", required=True, metavar="DIR",
                           help="a run's workdir (its latest checkpoint) or a checkpoint "
                                "directory in Hugging Face layout (e.g. <workdir>/sft)")
@@ -175,17 +212,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    # `--config.a.b=value` overrides are not argparse options: collect them for train / eval.
+    # `--config.a.b=value` / `--config.a.b value` overrides are not argparse options: collect
+    # them for train / eval (their values are checked when the config loads).
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, overrides, no_value = _split_overrides(argv)
     args, extra = parser.parse_known_args(argv)
+    command = getattr(args, "command", None)
+    if (overrides or no_value) and command not in ("train", "eval"):
+        parser.error(f"unrecognized arguments: {' '.join([*overrides, no_value or ''])}".strip())
     if extra:
-        if getattr(args, "command", None) not in ("train", "eval"):
+        if command not in ("train", "eval"):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        bad = [e for e in extra if not e.startswith("--config.")]
-        if bad:
-            print(f"orchestra {args.command}: unrecognized arguments {bad}; overrides look like "
-                  "--config.a.b=value", file=sys.stderr)
-            return 2
-        args.overrides = extra
+        print(f"orchestra {command}: unrecognized arguments {extra}; overrides look like "
+              "--config.a.b=value or --config.a.b value", file=sys.stderr)
+        return 2
+    if no_value:
+        print(f"orchestra {command}: {no_value} has no value; write {no_value}=VALUE or "
+              f"{no_value} VALUE", file=sys.stderr)
+        return 2
+    if command in ("train", "eval"):
+        args.overrides = overrides
     if getattr(args, "run", None) is None:
         parser.print_help()
         return 0

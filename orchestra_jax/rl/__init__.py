@@ -22,7 +22,6 @@ if TYPE_CHECKING:  # eager imports for type checkers and IDEs only
         register_advantage,
     )
     from orchestra_jax.rl.filters import (
-        DynamicSampler,
         FilterResult,
         filter_samples,
         group_reward_std,
@@ -65,7 +64,6 @@ _EXPORTS = {
         "register_policy_loss",
     ),
     "orchestra_jax.rl.filters": (
-        "DynamicSampler",
         "FilterResult",
         "filter_samples",
         "group_reward_std",
@@ -78,7 +76,6 @@ __all__ = [  # kept literal for linters; the lazy table above must name the same
     "AGG_MODES",
     "KL_ESTIMATORS",
     "POLICY_LOSSES",
-    "DynamicSampler",
     "FilterResult",
     "aggregate_loss",
     "compute_advantages",

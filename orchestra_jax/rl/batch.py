@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from orchestra_jax.rollout.trajectory import TokenSequence
 from orchestra_jax.sharding.rules import LogicalRules, logical_to_spec
 
 DEFAULT_BUCKETS = (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
@@ -68,8 +69,78 @@ def _bucket(length: int, buckets: Sequence[int], index: int) -> int:
                      f"{max(buckets)}")
 
 
+def _checked_rows(samples: Sequence[TokenSequence]) -> list[TokenSequence]:
+    """The samples as 1-D numpy arrays; ValueError naming the first bad one."""
+    rows = []
+    for i, sample in enumerate(samples):
+        if not isinstance(sample, TokenSequence):
+            raise ValueError(f"sample {i} must be a TokenSequence (token_ids, loss_mask, "
+                             f"logprobs), got {type(sample).__name__}")
+        ids, mask, logp = (np.asarray(part) for part in (sample.token_ids, sample.loss_mask,
+                                                         sample.logprobs))
+        if not (ids.ndim == mask.ndim == logp.ndim == 1) or not (
+                len(ids) == len(mask) == len(logp)):
+            raise ValueError(f"sample {i}: token_ids, loss_mask and logprobs must be 1-D of one "
+                             f"length, got {ids.shape}, {mask.shape}, {logp.shape}")
+        if len(ids) == 0:
+            raise ValueError(f"sample {i} is empty")
+        if mask[0]:
+            raise ValueError(f"sample {i}: the first token cannot be in the loss (nothing "
+                             f"predicts it)")
+        if not np.all(np.isfinite(logp[mask != 0])):
+            raise ValueError(f"sample {i} has a non-finite log-prob on a loss token")
+        rows.append(TokenSequence(ids, mask, logp))
+    return rows
+
+
+def _packed_advantages(advantages: Sequence[float] | Sequence[Sequence[float]],
+                       rows: Sequence[TokenSequence], b: int, length: int) -> np.ndarray:
+    """(B,) advantages, or (B, T) for per-token estimators (zeroed off the loss mask)."""
+    if any(np.ndim(a) == 1 for a in advantages):
+        adv = np.zeros((b, length), np.float32)
+        for i, a in enumerate(advantages):
+            a = np.asarray(a, np.float32)
+            if a.shape != (len(rows[i]),):
+                raise ValueError(f"advantages of sample {i} have shape {a.shape}, expected "
+                                 f"({len(rows[i])},) or a scalar for every sample")
+            adv[i, : len(a)] = np.where(rows[i].loss_mask != 0, a, 0.0)
+        bad = ~np.isfinite(adv).all(axis=1)
+    else:
+        adv = np.zeros((b,), np.float32)
+        adv[: len(rows)] = np.asarray(advantages, np.float32)
+        bad = ~np.isfinite(adv)
+    if bad.any():
+        raise ValueError(f"non-finite advantage at sample {int(np.argmax(bad))}")
+    return adv
+
+
+def _per_token(name: str, values: Sequence[Sequence[float]] | None,
+               rows: Sequence[TokenSequence], b: int, length: int) -> np.ndarray | None:
+    if values is None:
+        return None
+    out = np.zeros((b, length), np.float32)
+    for i, row in enumerate(values):
+        row = np.asarray(row, np.float32)
+        if row.shape != (len(rows[i]),):
+            raise ValueError(f"{name} of sample {i} has shape {row.shape}, expected "
+                             f"({len(rows[i])},)")
+        out[i, : len(row)] = row
+    return out
+
+
+def _packed_length(rows: Sequence[TokenSequence], buckets: Sequence[int],
+                   seq_len: int | None) -> int:
+    if seq_len is None:
+        lengths = [len(r) for r in rows]
+        return _bucket(max(lengths), buckets, int(np.argmax(lengths)))
+    for i, r in enumerate(rows):
+        if len(r) > seq_len:
+            raise ValueError(f"sample {i} has {len(r)} tokens, more than seq_len={seq_len}")
+    return seq_len
+
+
 def pack_sequences(
-    samples: Sequence[tuple[Sequence[int], Sequence[float], Sequence[float]]],
+    samples: Sequence[TokenSequence],
     advantages: Sequence[float] | Sequence[Sequence[float]],
     *,
     buckets: Sequence[int] = DEFAULT_BUCKETS,
@@ -79,9 +150,9 @@ def pack_sequences(
     returns: Sequence[Sequence[float]] | None = None,
     old_values: Sequence[Sequence[float]] | None = None,
 ) -> TrainBatch:
-    """Pack ``(token_ids, loss_mask, logprobs)`` triples and their advantages into a
-    right-padded ``TrainBatch``: one advantage per sample (GRPO), or one array per sample of
-    its length (per-token estimators such as GAE; zeroed outside the loss mask).
+    """Pack `TokenSequence`s and their advantages into a right-padded ``TrainBatch``: one
+    advantage per sample (GRPO), or one array per sample of its length (per-token estimators
+    such as GAE; zeroed outside the loss mask).
 
     The length is ``seq_len`` when given, else the smallest bucket holding the longest sample;
     rows are padded with empty samples up to a multiple of ``batch_multiple`` (the number of
@@ -98,79 +169,39 @@ def pack_sequences(
             raise ValueError(f"{len(extra)} {name} rows for {len(samples)} samples")
     if (returns is None) != (old_values is None):
         raise ValueError("returns and old_values must be given together")
-
-    rows = []
-    for i, sample in enumerate(samples):
-        if len(sample) != 3:
-            raise ValueError(f"sample {i} must be (token_ids, loss_mask, logprobs)")
-        ids, mask, logp = (np.asarray(part) for part in sample)
-        if not (ids.ndim == mask.ndim == logp.ndim == 1) or not (
-                len(ids) == len(mask) == len(logp)):
-            raise ValueError(f"sample {i}: token_ids, loss_mask and logprobs must be 1-D of one "
-                             f"length, got {ids.shape}, {mask.shape}, {logp.shape}")
-        if len(ids) == 0:
-            raise ValueError(f"sample {i} is empty")
-        if mask[0]:
-            raise ValueError(f"sample {i}: the first token cannot be in the loss (nothing "
-                             f"predicts it)")
-        if not np.all(np.isfinite(logp[mask != 0])):
-            raise ValueError(f"sample {i} has a non-finite log-prob on a loss token")
-        rows.append((ids, mask, logp))
-
-    longest = max(len(r[0]) for r in rows)
-    if seq_len is None:
-        length = _bucket(longest, buckets, int(np.argmax([len(r[0]) for r in rows])))
-    else:
-        length = seq_len
-        for i, r in enumerate(rows):
-            if len(r[0]) > length:
-                raise ValueError(f"sample {i} has {len(r[0])} tokens, more than seq_len={length}")
-    n = len(rows)
-    b = -(-n // batch_multiple) * batch_multiple
-
+    rows = _checked_rows(samples)
+    length = _packed_length(rows, buckets, seq_len)
+    b = -(-len(rows) // batch_multiple) * batch_multiple
     input_ids = np.full((b, length), pad_id, np.int32)
     attention = np.zeros((b, length), np.int32)
     loss_mask = np.zeros((b, length), np.float32)
     old_logprobs = np.zeros((b, length), np.float32)
-    per_token_adv = any(np.ndim(a) == 1 for a in advantages)
-    if per_token_adv:
-        adv = np.zeros((b, length), np.float32)
-        for i, a in enumerate(advantages):
-            a = np.asarray(a, np.float32)
-            if a.shape != (len(rows[i][0]),):
-                raise ValueError(f"advantages of sample {i} have shape {a.shape}, expected "
-                                 f"({len(rows[i][0])},) or a scalar for every sample")
-            adv[i, : len(a)] = np.where(rows[i][1] != 0, a, 0.0)
-        bad = ~np.isfinite(adv).all(axis=1)
-    else:
-        adv = np.zeros((b,), np.float32)
-        adv[:n] = np.asarray(advantages, np.float32)
-        bad = ~np.isfinite(adv)
-    if bad.any():
-        raise ValueError(f"non-finite advantage at sample {int(np.argmax(bad))}")
-    for i, (ids, mask, logp) in enumerate(rows):
-        k = len(ids)
-        input_ids[i, :k] = ids
+    adv = _packed_advantages(advantages, rows, b, length)
+    for i, row in enumerate(rows):
+        k = len(row)
+        input_ids[i, :k] = row.token_ids
         attention[i, :k] = 1
-        loss_mask[i, :k] = mask != 0
-        old_logprobs[i, :k] = np.where(mask != 0, logp, 0.0)
-
-    def per_token(name: str, values: Sequence[Sequence[float]] | None) -> np.ndarray | None:
-        if values is None:
-            return None
-        out = np.zeros((b, length), np.float32)
-        for i, row in enumerate(values):
-            row = np.asarray(row, np.float32)
-            if row.shape != (len(rows[i][0]),):
-                raise ValueError(f"{name} of sample {i} has shape {row.shape}, expected "
-                                 f"({len(rows[i][0])},)")
-            out[i, : len(row)] = row
-        return out
-
+        loss_mask[i, :k] = row.loss_mask != 0
+        old_logprobs[i, :k] = np.where(row.loss_mask != 0, row.logprobs, 0.0)
     return TrainBatch(input_ids=input_ids, attention_mask=attention, loss_mask=loss_mask,
                       old_logprobs=old_logprobs, advantages=adv,
-                      returns=per_token("returns", returns),
-                      old_values=per_token("old_values", old_values))
+                      returns=_per_token("returns", returns, rows, b, length),
+                      old_values=_per_token("old_values", old_values, rows, b, length))
+
+
+def mini_batch_indices(lengths: Sequence[int], size: int, rng: np.random.Generator,
+                       by_length: bool = False) -> list[np.ndarray]:
+    """One RL batch's samples cut into mini-batches of `size` (the last may be smaller), in a
+    random order. `by_length`: each mini-batch holds samples of similar length (sorted by
+    length, ties broken at random, then the mini-batches shuffled), so it is padded to its own
+    bucket rather than the step's longest -- a first turn's 110-token prompt no longer pays for
+    a third turn's 300 (every padded token costs a full forward and backward)."""
+    n = len(lengths)
+    order = rng.permutation(n)
+    if by_length:
+        order = order[np.argsort(np.asarray(lengths)[order], kind="stable")]
+    chunks = [order[start:start + size] for start in range(0, n, size)]
+    return [chunks[i] for i in rng.permutation(len(chunks))] if by_length else chunks
 
 
 def batch_shards(mesh: jax.sharding.Mesh, rules: LogicalRules | None = None) -> int:

@@ -13,14 +13,12 @@ format errors:
 
 Everything here is numpy on per-sample host arrays; nothing imports jax. ``filter_samples``
 returns a keep mask and, per reason, how many samples that reason rejected, for the metrics.
-``DynamicSampler`` is DAPO-style dynamic sampling: keep drawing groups and keep those that pass
-until the batch holds the target number of groups.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -124,63 +122,3 @@ def filter_samples(
         keep &= ~fails
     return FilterResult(keep=keep, dropped={r: int(failing[r].sum()) if r in failing else 0
                                             for r in REASONS})
-
-
-# ---------------------------------------------------------------------------------------------
-# Dynamic sampling
-
-
-@dataclass
-class DynamicSampler:
-    """Accumulates groups that pass the filters until ``target_groups`` are held.
-
-    ``offer(group)`` takes one group's data (any object) and its keep mask; a group is accepted
-    when at least ``min_kept`` of its samples are kept. ``fill(draw)`` calls ``draw()`` -- which
-    returns a list of ``(group, keep_mask)`` -- until full or ``max_draws`` draws were made, so
-    a task set that is too easy or too hard ends the loop instead of hanging the run."""
-
-    target_groups: int
-    min_kept: int = 1
-    accepted: list[object] = field(default_factory=list)
-    offered: int = 0
-    rejected: int = 0
-
-    def __post_init__(self) -> None:
-        if self.target_groups < 1:
-            raise ValueError(f"target_groups must be >= 1, got {self.target_groups}")
-        if self.min_kept < 1:
-            raise ValueError(f"min_kept must be >= 1, got {self.min_kept}")
-
-    @property
-    def full(self) -> bool:
-        return len(self.accepted) >= self.target_groups
-
-    def offer(self, group: object, keep: Sequence | np.ndarray) -> bool:
-        """Add ``group`` if it passes and room is left; returns whether it was taken."""
-        self.offered += 1
-        passes = int(np.asarray(keep, dtype=bool).sum()) >= self.min_kept
-        if not passes or self.full:
-            self.rejected += 1
-            return False
-        self.accepted.append(group)
-        return True
-
-    def fill(self, draw: Callable[[], Sequence[tuple[object, Sequence | np.ndarray]]],
-             max_draws: int) -> bool:
-        """Draw batches of groups until full; returns ``self.full`` (False: gave up after
-        ``max_draws`` draws, the caller decides whether a partial batch will do)."""
-        if max_draws < 1:
-            raise ValueError(f"max_draws must be >= 1, got {max_draws}")
-        for _ in range(max_draws):
-            if self.full:
-                break
-            for group, keep in draw():
-                self.offer(group, keep)
-        return self.full
-
-    def take(self) -> list[object]:
-        """The accepted groups (at most ``target_groups``); resets the sampler for the next
-        batch."""
-        groups, self.accepted = self.accepted[: self.target_groups], []
-        self.offered = self.rejected = 0
-        return groups

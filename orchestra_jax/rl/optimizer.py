@@ -4,7 +4,8 @@ schedule.
 The method's released recipe is AdamW, lr 1e-6 constant, betas (0.9, 0.999), weight decay 0.01,
 gradient clipping at global norm 1.0; those are the defaults here. Weight decay is masked off
 norm scales and biases: decaying a norm's scale towards 0 (rather than towards its initial 1)
-shrinks activations for no regularisation benefit, and decaying biases is conventionally avoided.
+shrinks activations for no regularisation benefit, and decaying biases is conventionally avoided
+(``decay_biases_and_norms=True`` decays them too, for a recipe that wants it).
 """
 
 from __future__ import annotations
@@ -30,21 +31,39 @@ def _key_name(entry: Any) -> str:
     return str(entry)
 
 
-def _decays(path: tuple[Any, ...], leaf: Any) -> bool:
-    """Whether a parameter at ``path`` gets weight decay: matrices do; norm scales, biases and
-    scalars do not (a stacked ``(layers, d)`` norm scale is still a norm, hence the path test
-    rather than a rank test)."""
+def _names(path: tuple[Any, ...]) -> list[str]:
+    """The lower-cased names along ``path``, without the ``.value`` attribute an NNX variable
+    flattens to, so that the last name is the parameter's own (``q_bias``, ``scale``)."""
     names = [_key_name(entry).lower() for entry in path]
+    if len(names) > 1 and isinstance(path[-1], jax.tree_util.GetAttrKey) and names[-1] == "value":
+        names.pop()
+    return names
+
+
+def _is_bias_or_norm(path: tuple[Any, ...]) -> bool:
+    """Whether the parameter at ``path`` is a bias (its name holds ``bias``: the Qwen2-style
+    attention's ``q_bias``/``k_bias``/``v_bias``, the value head's ``value_bias``) or belongs to
+    a norm (a module whose name ends in ``norm``: ``input_norm``, ``post_attention_norm``,
+    ``final_norm``, ``q_norm``, ``k_norm``). By path rather than rank: a stacked
+    ``(layers, d)`` norm scale or a ``(layers, heads, head_dim)`` bias is still one."""
+    names = _names(path)
     if any(name.endswith("norm") for name in names):
-        return False
-    if names and "bias" in names[-1]:
+        return True
+    return bool(names) and "bias" in names[-1]
+
+
+def _decays(path: tuple[Any, ...], leaf: Any, decay_biases_and_norms: bool = False) -> bool:
+    """Whether a parameter at ``path`` gets weight decay: weights do; scalars never; norm
+    scales and biases only when ``decay_biases_and_norms`` asks."""
+    if not decay_biases_and_norms and _is_bias_or_norm(path):
         return False
     return len(getattr(leaf, "shape", ())) > 0
 
 
-def weight_decay_mask(params: Any) -> Any:
-    """A tree like ``params`` of bools: True where weight decay applies."""
-    return jax.tree_util.tree_map_with_path(_decays, params)
+def weight_decay_mask(params: Any, *, decay_biases_and_norms: bool = False) -> Any:
+    """A tree like ``params`` of bools: True where weight decay applies (see `_decays`)."""
+    return jax.tree_util.tree_map_with_path(
+        functools.partial(_decays, decay_biases_and_norms=decay_biases_and_norms), params)
 
 
 def muon_dimension_numbers(params: Any, *, embeddings: bool = False) -> Any:
@@ -60,15 +79,15 @@ def muon_dimension_numbers(params: Any, *, embeddings: bool = False) -> Any:
     from optax.contrib import MuonDimensionNumbers
 
     def spec(path: tuple[Any, ...], leaf: Any) -> Any:
-        names = [_key_name(entry).lower() for entry in path]
+        names = _names(path)
         ndim = len(getattr(leaf, "shape", ()))
         if embeddings and ndim == 2 and names[0] in ("embed", "lm_head"):
             # embed is (vocab, d): the head reads it as d -> vocab; lm_head is (d, vocab).
             return (MuonDimensionNumbers(1, 0) if names[0] == "embed"
                     else MuonDimensionNumbers(0, 1))
-        if "layers" not in names or not _decays(path, leaf):
+        if "layers" not in names or ndim == 0 or _is_bias_or_norm(path):
             return None
-        last = names[-1] if names[-1] != "value" else names[-2]
+        last = names[-1]
         if last in ("q_proj", "k_proj", "v_proj") and ndim >= 3:
             return MuonDimensionNumbers(ndim - 3, (ndim - 2, ndim - 1))
         if last == "o_proj" and ndim >= 3:
@@ -127,9 +146,11 @@ def make_optimizer(
     grad_clip: float | None = 1.0,
     name: str = "adamw",
     muon_embeddings: bool = False,
+    decay_biases_and_norms: bool = False,
 ) -> optax.GradientTransformation:
     """``clip_by_global_norm(grad_clip)`` then AdamW with the schedule; ``grad_clip=None`` or
-    ``0`` disables clipping. Decay is masked by ``weight_decay_mask``.
+    ``0`` disables clipping. Decay is masked by ``weight_decay_mask``: off biases and norm
+    scales unless ``decay_biases_and_norms``.
 
     ``name="muon"``: Muon (``optax.contrib.muon``, Nesterov momentum 0.95, updates scaled to
     ``MUON_CONSISTENT_RMS``) on the matrices of ``muon_dimension_numbers`` and, with the same
@@ -143,23 +164,48 @@ def make_optimizer(
         raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
     learning_rate = make_schedule(lr, schedule=schedule, warmup_steps=warmup_steps,
                                   total_steps=total_steps, final_lr_fraction=final_lr_fraction)
+    decay_mask = functools.partial(weight_decay_mask,
+                                   decay_biases_and_norms=decay_biases_and_norms)
     if name == "muon":
         from optax.contrib import muon
 
         inner = muon(learning_rate, weight_decay=weight_decay,
-                     weight_decay_mask=weight_decay_mask, adam_b1=b1, adam_b2=b2,
+                     weight_decay_mask=decay_mask, adam_b1=b1, adam_b2=b2,
                      adam_weight_decay=weight_decay, eps=eps,
                      muon_weight_dimension_numbers=functools.partial(
                          muon_dimension_numbers, embeddings=muon_embeddings),
                      consistent_rms=MUON_CONSISTENT_RMS)
+        if weight_decay:
+            # optax's muon decays its Adam side (embedding, head, norms, biases) unmasked.
+            inner = _decay_only_where(inner, decay_mask)
     else:
         inner = optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
-                            mask=weight_decay_mask)
+                            mask=decay_mask)
     if not grad_clip:
         return inner
     if grad_clip < 0:
         raise ValueError(f"grad_clip must be > 0 (or None), got {grad_clip}")
     return optax.chain(optax.clip_by_global_norm(grad_clip), inner)
+
+
+def _decay_only_where(inner: optax.GradientTransformation,
+                      mask: Any) -> optax.GradientTransformationExtraArgs:
+    """``inner`` with decoupled weight decay restricted to ``mask(params)``, for an optimizer
+    that offers no mask of its own (optax's muon, whose Adam side decays every parameter).
+
+    Why zeroed params: a decoupled decay adds ``weight_decay * param`` to the update, and the
+    params are read for nothing else (Muon and Adam scale the gradient alone), so handing
+    ``inner`` a zero where the mask says no removes exactly the decay there, while decayed
+    parameters see their own values and update bit for bit as before. Stateless: ``inner``'s
+    state (and so checkpoints and shardings) keeps its structure."""
+
+    def update(updates: Any, state: Any, params: Any = None, **extra: Any) -> Any:
+        if params is not None:
+            params = jax.tree.map(lambda p, keep: p if keep else jnp.zeros_like(p),
+                                  params, mask(params))
+        return inner.update(updates, state, params, **extra)
+
+    return optax.GradientTransformationExtraArgs(inner.init, update)
 
 
 #: The name of the multiplier `with_lr_scale` keeps in the optimizer state.

@@ -4,7 +4,10 @@ One XLA program per batch shape does everything: the policy's token log-probs (f
 states, the LM head applied chunk by chunk so the ``(B, T, V)`` logits never exist at once),
 the frozen reference's log-probs for the KL (no gradient), the loss from the registry, the
 optional PPO critic with its clipped value loss, micro-batch gradient accumulation, and the
-optax update. The train state is donated: its buffers are reused for the new state.
+optax update. The train state is donated: its buffers are reused for the new state. With
+``UpdateConfig.skip_nonfinite`` a step whose loss or global gradient norm is not finite
+changes neither the params nor the optimizer state; the metrics' ``skipped_nonfinite`` is 1.0
+for such a step and 0.0 for every applied one.
 
 Exact accumulation: every loss term (policy, KL, entropy, value) is aggregated over the same
 loss mask with the same mode, so all share one denominator. Each micro-batch contributes the
@@ -35,7 +38,7 @@ from orchestra_jax.rl.losses import (
     aggregate_loss,
     entropy_from_logits,
     finalize_loss,
-    kl_divergence,
+    kl_loss,
     policy_loss,
     ppo_metrics,
 )
@@ -106,6 +109,11 @@ class UpdateConfig:
     choice_groups: tuple[int, ...] = ()
     choice_entropy_coef: float = 0.0
     choice_format_coef: float = 0.0
+    #: Skip (leave params and optimizer state as they were) a step whose loss or gradient
+    #: norm is not finite. Off by default only because the select it adds changes how XLA
+    #: fuses the optimizer's arithmetic: on CPU an applied step then differs from the unguarded
+    #: one in the last bit of some parameters, so turning it on is a recipe's decision.
+    skip_nonfinite: bool = False
 
     def validate(self) -> None:
         """Raise ``ValueError`` for a misspelt name or an impossible value, before tracing."""
@@ -304,9 +312,7 @@ def _micro_batch(graphdef: nnx.GraphDef, config: UpdateConfig, params: nnx.State
             total = total - config.choice_format_coef * logmass * denom
             aux["choice_logmass"] = jax.lax.stop_gradient(logmass * denom)
         if use_kl:
-            kl_bt = kl_divergence(config.kl_estimator, logp, ref_logp)
-            kl_sum, _ = aggregate_loss(config.agg_mode, kl_bt, mask,
-                                       loss_scale_factor=config.loss_scale_factor)
+            kl_sum, _ = kl_loss(config.kl_estimator, logp, ref_logp, mask, **agg)
             total = total + config.kl_coef * kl_sum
             aux["kl"] = kl_sum
         if use_value:
@@ -416,6 +422,11 @@ def _split_micro_batches(batch: TrainBatch, k: int, spec: jax.P) -> TrainBatch:
     return jax.tree.map(split, batch)
 
 
+def _keep_unless(skipped: Array, new: Any, old: Any) -> Any:
+    """``old`` where the scalar ``skipped`` holds, else ``new`` (leaf by leaf)."""
+    return jax.tree.map(lambda n, o: jnp.where(skipped, o, n), new, old)
+
+
 def build_update_fn(graphdef: nnx.GraphDef, config: UpdateConfig,
                     optimizer: optax.GradientTransformation,
                     batch_spec: jax.P | None = None,
@@ -458,13 +469,24 @@ def build_update_fn(graphdef: nnx.GraphDef, config: UpdateConfig,
         grads = jax.tree.map(lambda g, p: finalize_loss(g, denom).astype(p.dtype),
                              grad_sum, params)
         grad_norm = optax.tree.norm(grads)
+        metrics = _metrics(stats, grad_norm, config)
         updates, opt_state = optimizer.update(grads, state.opt_state, params)
         new_params = optax.apply_updates(params, updates)
+        skipped = jnp.zeros((), jnp.bool_)
+        if config.skip_nonfinite:
+            # A non-finite loss or gradient (a NaN advantage, an overflow) would poison the
+            # params and the optimizer moments for good; such a step is skipped instead: both
+            # stay as they were (the critic is part of the params, the EMA is not touched
+            # here); the step count and the rng advance.
+            skipped = ~(jnp.isfinite(metrics["loss/total"]) & jnp.isfinite(grad_norm))
+            new_params = _keep_unless(skipped, new_params, params)
+            opt_state = _keep_unless(skipped, opt_state, state.opt_state)
+        metrics["skipped_nonfinite"] = skipped.astype(jnp.float32)
         rng, _ = jax.random.split(state.rng)
         new_state = TrainState(step=state.step + 1, params=new_params, opt_state=opt_state,
                                ref_params=state.ref_params, rng=rng,
                                ema_params=state.ema_params)
-        return new_state, _metrics(stats, grad_norm, config)
+        return new_state, metrics
 
     return update
 

@@ -17,12 +17,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from orchestra_jax.envs.base import Environment
 from orchestra_jax.rollout.episode import Generator, run_episode
 from orchestra_jax.rollout.requests import SamplingParams
 from orchestra_jax.rollout.trajectory import Trajectory
+from orchestra_jax.seeding import derive_seed
 from orchestra_jax.tokenization.protocol import Tokenizer
 
 
@@ -57,7 +56,7 @@ def episode_seed(seed: int | None, index: int) -> int | None:
     """A distinct, reproducible sampling seed per episode (None stays None)."""
     if seed is None:
         return None
-    return int(np.random.SeedSequence([seed, index, 0x0E]).generate_state(1)[0] & 0x7FFFFFFF)
+    return derive_seed(seed, index, 0x0E)
 
 
 async def run_episodes(

@@ -26,8 +26,6 @@ import time
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 
-import numpy as np
-
 from orchestra_jax.envs.base import Environment
 from orchestra_jax.rollout.requests import GenerationRequest, GenerationResult, SamplingParams
 from orchestra_jax.rollout.trajectory import (
@@ -36,6 +34,7 @@ from orchestra_jax.rollout.trajectory import (
     Trajectory,
     TurnSample,
 )
+from orchestra_jax.seeding import derive_seed
 from orchestra_jax.tokenization.protocol import Tokenizer
 from orchestra_jax.tokenization.tool_calls import ToolCall, parse_tool_calls
 from orchestra_jax.tools.results import ToolResult
@@ -87,7 +86,7 @@ def turn_seed(seed: int | None, turn: int) -> int | None:
     """A distinct, reproducible seed per turn (the same seed every turn would repeat samples)."""
     if seed is None:
         return None
-    return int(np.random.SeedSequence([seed, turn]).generate_state(1)[0] & 0x7FFFFFFF)
+    return derive_seed(seed, turn)
 
 
 def keep_first_call_per_tool(calls: Sequence[ToolCall]) -> tuple[list[ToolCall], int]:
@@ -184,12 +183,53 @@ def _with_stops(sampling: SamplingParams, tokenizer: Tokenizer) -> SamplingParam
     return dataclasses.replace(sampling, stop_token_ids=stops)
 
 
-def _task_id(task: Any) -> str:
+def task_id_of(task: Any, group: int | None = None) -> str:
+    """The id a trajectory of `task` is recorded under: its `task_id`, else its `id` (a key of a
+    mapping or an attribute), as a string.
+
+    A task without either gets `f"task-{group}"` when the caller knows the task's group, so
+    the groups of one step stay distinguishable in logs; without a group it gets "" (an
+    episode run on its own has nothing better to name it by).
+    """
     for name in ("task_id", "id"):
         value = task.get(name) if isinstance(task, Mapping) else getattr(task, name, None)
         if value is not None:
             return str(value)
-    return ""
+    return "" if group is None else f"task-{group}"
+
+
+def _ending(env: Environment, turn: int, max_turns: int, deadline: float) -> str | None:
+    """Why the episode ends before this turn ("answered", "max_turns", "timeout"), or None."""
+    if env.done:
+        return "answered"
+    if turn >= max_turns:
+        return "max_turns"
+    if time.monotonic() >= deadline:
+        return "timeout"
+    return None
+
+
+def _turn_sample(tokenizer: Tokenizer, tools: Any, stop_ids: frozenset[int], turn: int,
+                 prompt_ids: list[int], new_segment: bool, result: Any,
+                 ) -> tuple[TurnSample, bool]:
+    """The turn as the trajectory records it (the completion decoded without its final stop
+    token, its tool calls parsed, the first per tool kept), and whether it ended at a stop."""
+    completion = list(result.token_ids)
+    if len(result.logprobs) != len(completion):
+        raise ValueError(f"the generator returned {len(completion)} tokens but "
+                         f"{len(result.logprobs)} log-probs")
+    text, unknown_ids, ended = _decode(tokenizer, completion, result.finish_reason, stop_ids)
+    calls, errors = parse_tool_calls(text, tools=tools)
+    calls, duplicates = keep_first_call_per_tool(calls)
+    format_errors = [str(e.kind) for e in errors]
+    format_errors += [OUT_OF_VOCABULARY] * unknown_ids + [DUPLICATE_CALL] * duplicates
+    sample = TurnSample(
+        turn=turn, prompt_ids=prompt_ids, completion_ids=completion,
+        completion_logprobs=[float(x) for x in result.logprobs],
+        params_version=result.params_version, finish_reason=result.finish_reason, text=text,
+        malformed=bool(errors or unknown_ids) and not calls, format_errors=format_errors,
+        calls=calls, new_segment=new_segment)
+    return sample, ended
 
 
 async def run_episode(
@@ -221,7 +261,7 @@ async def run_episode(
     start = time.monotonic()
     deadline = start + timeout_s
     trajectory = Trajectory(
-        task_id=task_id if task_id is not None else _task_id(task),
+        task_id=task_id if task_id is not None else task_id_of(task),
         mode=getattr(env, "mode", "qa"),
         group=group,
     )
@@ -237,64 +277,31 @@ async def run_episode(
         stop_ids = frozenset(params.stop_token_ids)
         bounded = DeadlineExecutor(executor, deadline)
         text = ""
-        while True:
-            if env.done:
-                trajectory.termination = "answered"
-                break
-            if turn >= max_turns:
-                trajectory.termination = "max_turns"
-                break
-            if time.monotonic() >= deadline:
-                trajectory.termination = "timeout"
-                break
+        while (ending := _ending(env, turn, max_turns, deadline)) is None:
             messages = env.messages()
             prompt_ids, new_segment = prompter.prompt(messages, text)
             if max_prompt_tokens is not None and len(prompt_ids) > max_prompt_tokens:
-                trajectory.termination = "context_length"
+                ending = "context_length"
                 break
             request = GenerationRequest(
                 prompt_ids, dataclasses.replace(params, seed=turn_seed(params.seed, turn))
             )
             result = await generator.generate(request)
-            completion = list(result.token_ids)
-            if len(result.logprobs) != len(completion):
-                raise ValueError(
-                    f"the generator returned {len(completion)} tokens but "
-                    f"{len(result.logprobs)} log-probs"
-                )
-            text, unknown_ids, ended = _decode(
-                tokenizer, completion, result.finish_reason, stop_ids
-            )
-            prompter.sampled(messages, prompt_ids, completion, ended)
-            calls, errors = parse_tool_calls(text, tools=tools)
-            calls, duplicates = keep_first_call_per_tool(calls)
-            format_errors = [str(e.kind) for e in errors]
-            format_errors += [OUT_OF_VOCABULARY] * unknown_ids + [DUPLICATE_CALL] * duplicates
-            malformed = bool(errors or unknown_ids) and not calls
-            trajectory.samples.append(
-                TurnSample(
-                    turn=turn,
-                    prompt_ids=prompt_ids,
-                    completion_ids=completion,
-                    completion_logprobs=[float(x) for x in result.logprobs],
-                    params_version=result.params_version,
-                    finish_reason=result.finish_reason,
-                    text=text,
-                    malformed=malformed,
-                    format_errors=format_errors,
-                    calls=calls,
-                    new_segment=new_segment,
-                )
-            )
-            step = env.step(text, [] if malformed else calls, bounded, turn)
+            sample, ended = _turn_sample(tokenizer, tools, stop_ids, turn, prompt_ids,
+                                         new_segment, result)
+            prompter.sampled(messages, prompt_ids, sample.completion_ids, ended)
+            trajectory.samples.append(sample)
+            text = sample.text
+            step = env.step(text, [] if sample.malformed else sample.calls, bounded, turn)
             budget = max(deadline - time.monotonic(), 0.0) + step_grace_s
             finished, output = await _within(step, budget)
             turn += 1
             if not finished:
-                trajectory.termination = "timeout"
+                ending = "timeout"
                 trajectory.error = f"env.step of turn {turn - 1} ran past the episode deadline"
                 break
             trajectory.records.extend(output.records)
+        trajectory.termination = ending
     except Exception as err:  # an episode must never take the engine down with it
         trajectory.termination = "error"
         trajectory.error = f"{type(err).__name__} in turn {turn}: {err}"

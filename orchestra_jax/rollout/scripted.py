@@ -20,12 +20,11 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
 from orchestra_jax.envs.base import Environment
 from orchestra_jax.rollout.episode import run_episode
 from orchestra_jax.rollout.requests import GenerationRequest, GenerationResult, SamplingParams
 from orchestra_jax.rollout.trajectory import Trajectory
+from orchestra_jax.seeding import derive_seed
 from orchestra_jax.tokenization import Tokenizer
 
 #: Chooses a completion text from the tools offered and a random generator.
@@ -124,7 +123,7 @@ async def scripted_episodes(
     async def one(index: int, task: Any) -> Trajectory:
         async with gate:
             env = make_env()
-            own = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+            own = derive_seed(seed, index, bits=32)
             chooser = choose_for(task) if choose_for is not None else choose
             turns = ScriptedTurns(env, tokenizer, chooser, seed=own)
             return await run_episode(env, task, generator=turns, tokenizer=tokenizer,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from jinja2 import TemplateError
@@ -19,11 +20,7 @@ from jinja2 import TemplateError
 from orchestra_jax.rollout.requests import SamplingParams
 from orchestra_jax.serve.protocol import ChatRequest, RequestError
 from orchestra_jax.tokenization.stops import stop_id_sequences
-from orchestra_jax.tokenization.templates import CHATML_TOOLS_TEMPLATE
-
-#: Texts a stop string is tried after, to see whether it always encodes to the same ids.
-#: `chat_template` value that names the project's ChatML + tools template.
-CHATML_TOOLS = "chatml-tools"
+from orchestra_jax.tokenization.templates import CHATML_TOOLS_TEMPLATE, NAMED_CHAT_TEMPLATES
 
 _SEED_SPACE = 2**32  # jax.random.key keeps 32 bits of a seed; fold, do not truncate
 
@@ -37,6 +34,23 @@ class PreparedPrompt:
     params: SamplingParams
 
 
+def resolve_chat_template(value: str) -> str:
+    """The Jinja source `value` names: a name in the project's one template registry
+    (`tokenization.NAMED_CHAT_TEMPLATES`), else the path of a Jinja file.
+
+    Anything else raises ValueError listing the known names: a mistyped name must not be
+    rendered as a (constant) template source, which would silently drop every message. A
+    registry name wins over a file of the same name in the working directory.
+    """
+    if value in NAMED_CHAT_TEMPLATES:
+        return NAMED_CHAT_TEMPLATES[value]
+    path = Path(value)
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    raise ValueError(f"{value!r} is neither a chat template name "
+                     f"({', '.join(sorted(NAMED_CHAT_TEMPLATES))}) nor an existing Jinja file")
+
+
 def _mentions_tools(template: Any) -> bool:
     if isinstance(template, Mapping):
         return "tool_use" in template or any(_mentions_tools(t) for t in template.values())
@@ -46,7 +60,8 @@ def _mentions_tools(template: Any) -> bool:
 class PromptBuilder:
     """Render, encode and bound one request for a given tokenizer and context length.
 
-    `chat_template` overrides the tokenizer's template: a Jinja source, or `"chatml-tools"`.
+    `chat_template` overrides the tokenizer's template: a Jinja source (`resolve_chat_template`
+    turns a registry name or a file into one).
     `stop_limits` is (most stop sequences, most tokens per sequence) the sampler accepts; longer
     stop strings are still honoured, on the host only.
     """
@@ -61,7 +76,7 @@ class PromptBuilder:
         self.tokenizer = tokenizer
         self.context_length = int(context_length)
         self.default_max_tokens = int(default_max_tokens)
-        self.override = CHATML_TOOLS_TEMPLATE if chat_template == CHATML_TOOLS else chat_template
+        self.override = chat_template
         self.stop_limits = stop_limits
         native = getattr(tokenizer, "chat_template", None)
         self.native_handles_tools = _mentions_tools(native)

@@ -4,7 +4,10 @@ Why a server at all: in ToolOrchestra every LLM tool is an endpoint, and so is a
 when it is evaluated by other harnesses (tau2, BFCL) or used as a specialist by another
 orchestrator. Requests go through the rollout `Batcher`, so concurrent clients share batches
 exactly as concurrent episodes do during RL, and the event loop keeps answering while the
-accelerator works.
+accelerator works. A reply is generated in chunks of `decode_chunk_tokens` (see
+`serve.generation`): when a client disconnects, aiohttp cancels its handler, and its row leaves
+the batch at the end of the current chunk instead of being generated to `max_tokens` for nobody;
+`/v1/stats` counts such requests as `cancelled_requests`.
 
 Routes: `GET /health`, `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/chat/completions`,
 and `GET /v1/stats` (batcher flushes and rows, compilations, request counters) for operators
@@ -38,13 +41,20 @@ from orchestra_jax.serve.completion import (
     completion_chunks,
     new_completion_id,
 )
-from orchestra_jax.serve.prompt import PromptBuilder
+from orchestra_jax.serve.generation import ChunkedGeneration
+from orchestra_jax.serve.prompt import PromptBuilder, resolve_chat_template
 from orchestra_jax.serve.protocol import RequestError, parse_chat_request
 
 log = logging.getLogger("orchestra_jax.serve")
 
 #: Largest request body accepted (long conversations with tool outputs run to megabytes).
 MAX_BODY_BYTES = 32 * 2**20
+
+#: Default longest stretch of decode steps generated in one batch. A disconnected client's row
+#: leaves the batch, and a new request joins one, at the next chunk boundary; every chunk
+#: re-prefills its rows (cheap on an accelerator). 64 is the sampler's smallest new-token
+#: bucket, so shorter requests run in one call, exactly as without chunking.
+DECODE_CHUNK_TOKENS = 64
 
 #: Routes that answer without an API key, so liveness probes need no secret.
 OPEN_PATHS = frozenset({"/health"})
@@ -88,7 +98,9 @@ class ChatServer:
 
     The batcher is created when the application starts (inside its event loop) and closed when
     it stops. `make_batcher(sampler)` defaults to the rollout `Batcher` with `max_batch_size`
-    and `max_wait_s`; `context_length` defaults to the model's.
+    and `max_wait_s`; `context_length` defaults to the model's. `chat_template` is Jinja source
+    (`resolve_chat_template` turns a registry name or a file into it). `decode_chunk_tokens`
+    bounds the decode steps of one batch (0: a whole reply per batch, never cancelled early).
     """
 
     def __init__(
@@ -104,6 +116,7 @@ class ChatServer:
         chat_template: str | None = None,
         api_key: str | None = None,
         make_batcher: Callable[[Any], Any] | None = None,
+        decode_chunk_tokens: int = DECODE_CHUNK_TOKENS,
     ) -> None:
         if tokenizer is None:
             raise ServeError(f"model {model_name!r} has no tokenizer; a server needs one to "
@@ -116,6 +129,9 @@ class ChatServer:
         self.context_length = int(context_length)
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
+        if decode_chunk_tokens < 0:
+            raise ServeError(f"--decode-chunk-tokens must be >= 0, got {decode_chunk_tokens}")
+        self.decode_chunk_tokens = int(decode_chunk_tokens)
         limits = getattr(sampler, "buckets", None)
         stop_limits = ((limits.max_stop_sequences, limits.max_stop_sequence_length)
                        if limits is not None else (8, 16))
@@ -241,8 +257,20 @@ class ChatServer:
         if self.batcher is None:
             raise RuntimeError("the batcher is not running (server not started?)")
         start = time.perf_counter()
-        result = await self.batcher.generate(
-            GenerationRequest(prompt_ids=prepared.prompt_ids, params=prepared.params))
+        generation = ChunkedGeneration(
+            GenerationRequest(prompt_ids=prepared.prompt_ids, params=prepared.params),
+            chunk_tokens=self.decode_chunk_tokens)
+        try:
+            result = await generation.run(self.batcher)
+        except asyncio.CancelledError:
+            # The client disconnected (aiohttp cancels its handler) or the server is stopping.
+            self.counters["cancelled_requests"] += 1
+            self.counters["cancelled_completion_tokens"] += len(generation.token_ids)
+            log.info("request cancelled (client went away) after %d of %d tokens, %d chunks",
+                     len(generation.token_ids), prepared.params.max_new_tokens,
+                     generation.chunks)
+            raise
+        self.counters["chunks"] += generation.chunks
         tools = chat.tools if chat.tool_choice != "none" else None
         reply = build_reply(self.tokenizer, result, prompt_tokens=len(prepared.prompt_ids),
                             stop=chat.stop, tools=tools, want_logprobs=chat.logprobs)
@@ -274,8 +302,12 @@ class ChatServer:
     # ---- running ----------------------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen on `host:port` (0 picks a free port) in the running loop; return the port."""
-        runner = web.AppRunner(self.app())
+        """Listen on `host:port` (0 picks a free port) in the running loop; return the port.
+
+        `handler_cancellation`: a client that disconnects gets its handler cancelled, which is
+        what takes its row out of the batch (see `serve.generation`).
+        """
+        runner = web.AppRunner(self.app(), handler_cancellation=True)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         try:
@@ -352,10 +384,13 @@ def load_chat_server(
     chat_template: str | None = None,
     api_key_env: str | None = None,
     seed: int = 0,
+    decode_chunk_tokens: int | None = None,
 ) -> ChatServer:
     """Load `model` (a packaged name, a .gguf, a HF directory) and wrap it in a `ChatServer`.
 
-    `chat_template` is a Jinja file, a template source, or "chatml-tools". The API key, when
+    `chat_template` is a name in `tokenization.NAMED_CHAT_TEMPLATES` or a Jinja file; anything
+    else is refused before the model loads. `decode_chunk_tokens` None means
+    `DECODE_CHUNK_TOKENS`. The API key, when
     `api_key_env` names a variable, is read from the environment here and never printed.
     Problems the user can fix raise `ServeError` with a message naming the input.
     """
@@ -365,14 +400,17 @@ def load_chat_server(
         if not api_key:
             raise ServeError(f"--api-key-env {api_key_env}: the environment variable "
                              f"{api_key_env} is not set or is empty")
-    if chat_template is not None and chat_template != "chatml-tools":
-        path = Path(chat_template)
-        if path.suffix in (".jinja", ".j2", ".txt") or path.is_file():
-            if not path.is_file():
-                raise ServeError(f"--chat-template {chat_template}: no such file")
-            chat_template = path.read_text(encoding="utf-8")
+    if chat_template is not None:
+        try:
+            chat_template = resolve_chat_template(chat_template)
+        except (ValueError, OSError) as err:
+            raise ServeError(f"--chat-template: {err}") from None
     if max_batch_size < 1:
         raise ServeError(f"--max-batch-size must be >= 1, got {max_batch_size}")
+    if decode_chunk_tokens is None:
+        decode_chunk_tokens = DECODE_CHUNK_TOKENS
+    if decode_chunk_tokens < 0:
+        raise ServeError(f"--decode-chunk-tokens must be >= 0, got {decode_chunk_tokens}")
 
     from orchestra_jax.models import load_pretrained
     from orchestra_jax.rollout.sampler import Sampler
@@ -404,7 +442,7 @@ def load_chat_server(
     return ChatServer(tok, sampler, model_name=name, context_length=context,
                       max_batch_size=max_batch_size, max_wait_s=max_wait_s,
                       default_max_tokens=default_max_tokens, chat_template=chat_template,
-                      api_key=api_key)
+                      api_key=api_key, decode_chunk_tokens=decode_chunk_tokens)
 
 
 def _is_random_preset(model: str | Path) -> bool:

@@ -14,6 +14,8 @@ Why it looks like this:
 - `bm25s` imports jax at import time when it can find it (only to pick a top-k backend). The
   tools room is host code that must not pull jax in, so the import below hides jax from it when
   jax is not loaded yet, and retrieval always asks for the numpy backend.
+- `bm25s` also sets its own logger to DEBUG when imported; the import below undoes that, so
+  building an index prints nothing unless the application's logging asks for DEBUG.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -39,14 +42,17 @@ from orchestra_jax.tools.search_types import SearchHit
 _CACHE_FORMAT = 1  # bump when the on-disk layout or tokenisation changes
 _HASH_CHUNK = 1 << 20
 _IMPORT_LOCK = threading.Lock()
+_BM25S_LOGGER_RESET = False  # whether bm25s' self-set DEBUG level was undone
 
 
 def _import_bm25s() -> Any:
-    """Import `bm25s` without letting it import jax (see the module docstring)."""
-    if "bm25s" in sys.modules:
+    """Import `bm25s` without letting it import jax (see the module docstring), and without
+    the DEBUG level it forces on its own logger."""
+    global _BM25S_LOGGER_RESET
+    if "bm25s" in sys.modules and _BM25S_LOGGER_RESET:
         return sys.modules["bm25s"]
     with _IMPORT_LOCK:
-        hide_jax = "jax" not in sys.modules
+        hide_jax = "jax" not in sys.modules and "bm25s" not in sys.modules
         if hide_jax:
             sys.modules["jax"] = None  # type: ignore[assignment]  # makes `import jax` fail
         try:
@@ -54,6 +60,15 @@ def _import_bm25s() -> Any:
         finally:
             if hide_jax and sys.modules.get("jax", 0) is None:
                 del sys.modules["jax"]
+        if not _BM25S_LOGGER_RESET:
+            # `bm25s` sets its logger to DEBUG at import, which outranks the root logger's
+            # level: every index build printed "DEBUG:bm25s:Building index from IDs objects"
+            # whatever the application configured. NOTSET hands the level back to the root
+            # logger (WARNING by default), so its warnings and errors still show.
+            logger = logging.getLogger("bm25s")
+            if logger.level == logging.DEBUG:
+                logger.setLevel(logging.NOTSET)
+            _BM25S_LOGGER_RESET = True
     return bm25s
 
 

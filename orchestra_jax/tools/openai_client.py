@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-from orchestra_jax.tools.experts import ChatCompletion, check_generation_args, check_messages
+from orchestra_jax.tools.chat import ChatCompletion, check_generation_args, check_messages
 from orchestra_jax.tools.http_errors import (
     SessionHolder,
     check_base_url,

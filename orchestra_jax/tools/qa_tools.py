@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from orchestra_jax.tools.answers import extract_final_answer
-from orchestra_jax.tools.experts import ChatCompletion, Expert, ExpertPool
+from orchestra_jax.tools.chat import ChatCompletion
+from orchestra_jax.tools.experts import Expert, ExpertPool
 from orchestra_jax.tools.pricing import SANDBOX_USD_PER_SECOND
 from orchestra_jax.tools.results import ToolError, ToolErrorKind, ToolResult
 from orchestra_jax.tools.sandbox import SandboxResult

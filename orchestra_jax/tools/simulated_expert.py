@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from orchestra_jax.tools.experts import ChatCompletion, check_generation_args, check_messages
+from orchestra_jax.tools.chat import ChatCompletion, check_generation_args, check_messages
 from orchestra_jax.tools.results import ToolError, ToolErrorKind
 
 AnswerFormat = Literal["boxed", "tags"]

@@ -1,7 +1,9 @@
-"""The training room: the loop that wires rollout -> reward -> update, and its configs.
+"""The training room: config -> components -> the loop that wires rollout -> reward -> update.
 
-For now it holds the experiment-config loader (`orchestra_jax.train.config`), which imports
-no jax so a config can be checked on any host before a run starts.
+`schema` declares every config key and validates a config once; `config` loads recipes and
+overrides (neither imports jax, so a config can be checked on any host before a run starts);
+`builders` turns a config into a `run.Run`; `sft` is the warm start; `loop.train` drives the
+steps; `eval_command` is `orchestra eval`. Importing this package imports only the loader.
 """
 
 from orchestra_jax.train.config import (

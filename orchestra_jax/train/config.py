@@ -7,14 +7,19 @@ was expected, not a stack trace from deep inside the loop. So:
 
 * ``load_config(path, overrides)`` imports the file (its directory is importable while it runs,
   as for a script, so recipes can ``from base import base_config``), calls ``get_config()``,
-  applies ``--config.a.b=value`` overrides and returns the config locked, so that a typo later
-  in the code raises too.
+  applies ``--config.a.b=value`` overrides, checks the result once against the schema
+  (``orchestra_jax.train.schema.validate_config``: every key, type, range and registry name)
+  and returns the config locked, so that a typo later in the code raises too.
+* ``path`` may be ``FILE:ARG``, as with ``ml_collections.config_flags``: the file's
+  ``get_config(arg)`` receives the string ARG (everything after the first colon), so one file
+  can hold several variants (big_vision's convention).
 * An override must name an existing key; an unknown key is an error listing the close matches.
   The text is parsed to the type of the field it replaces (int, float, bool, str, tuple/list,
   mapping); a field that may be None is declared with ``ml_collections.config_dict.placeholder``
   (its type is known even while it is None) and accepts ``None``.
-* A section that is empty in the loaded config (``mesh.rules``) is a free-form mapping: its keys
-  are not known in advance, so ``--config.mesh.rules.embed=fsdp`` adds one and
+* A free-form section (the schema's ``mesh.rules``, ``data.kind_weights``,
+  ``world.preference_mix``, ``model.overrides``, and any section that is empty in the loaded
+  config) has keys not known in advance, so ``--config.mesh.rules.embed=fsdp`` adds one and
   ``--config.mesh.rules="{'embed': 'fsdp'}"`` replaces the whole mapping.
 
 Nothing here imports jax: configs are read and checked on the host before any device work.
@@ -26,6 +31,7 @@ import ast
 import contextlib
 import difflib
 import importlib.util
+import inspect
 import json
 import os
 import sys
@@ -37,11 +43,12 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from orchestra_jax.train.errors import ConfigError
+from orchestra_jax.train.schema import free_form_keys, validate_config
+
 __all__ = [
-    "CHOICES",
     "ConfigError",
     "apply_overrides",
-    "check_choices",
     "config_to_dict",
     "config_to_json",
     "dump_config",
@@ -56,17 +63,6 @@ _FALSE = ("false", "0", "no", "off")
 #: Spellings that set a None-able field to None.
 _NONE = ("none", "null")
 
-#: Value constraints the loader can check without importing the rooms that own them.
-CHOICES: dict[str, tuple[Any, ...]] = {
-    "loss.kl_in": ("loss", "reward"),
-    "advantage.std": ("sample", "population"),
-    "model.dtype": ("float32", "bfloat16", "float16"),
-    "model.param_dtype": ("float32", "bfloat16", "float16"),
-}
-
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message names the path or the key."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,7 +97,45 @@ def _script_imports(directory: Path) -> Iterator[None]:
         sys.modules.update(set_aside)
 
 
-def _run_get_config(path: Path) -> ml_collections.ConfigDict:
+def split_config_arg(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """``'FILE:ARG'`` -> ``(FILE, 'ARG')``; a plain path (or one that exists as written,
+    colon and all) -> ``(path, None)``. As ``ml_collections.config_flags``, the argument is
+    everything after the first colon."""
+    text = os.fspath(path)
+    whole = Path(text).expanduser()
+    if ":" not in text or whole.exists():
+        return whole, None
+    file, arg = text.split(":", 1)
+    return Path(file).expanduser(), arg
+
+
+def _call_get_config(get_config: Any, path: Path, arg: str | None) -> Any:
+    """``get_config(arg)`` when the recipe was given ``:ARG``, else ``get_config()``; a file
+    given an argument it takes no parameter for (or needing one it was not given) is named."""
+    try:
+        params = list(inspect.signature(get_config).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C callable: just call it
+        params = None
+    if params is not None:
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD,
+                                                      p.VAR_POSITIONAL)]
+        required = [p for p in positional
+                    if p.default is p.empty and p.kind is not p.VAR_POSITIONAL]
+        if arg is not None and not positional:
+            raise ConfigError(f"config file {str(path)!r} was given the argument {arg!r} "
+                              f"(--config FILE:ARG) but its get_config() takes none")
+        if arg is None and required:
+            raise ConfigError(f"get_config() in {str(path)!r} needs an argument "
+                              f"({required[0].name!r}): use --config {path}:ARG")
+    try:
+        return get_config() if arg is None else get_config(arg)
+    except Exception as exc:
+        raise ConfigError(
+            f"get_config() in {str(path)!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _run_get_config(path: Path, arg: str | None = None) -> ml_collections.ConfigDict:
     if not path.exists():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     if not path.is_file() or path.suffix != ".py":
@@ -123,12 +157,7 @@ def _run_get_config(path: Path) -> ml_collections.ConfigDict:
             get_config = getattr(module, "get_config", None)
             if not callable(get_config):
                 raise ConfigError(f"config file {str(path)!r} defines no get_config() function")
-            try:
-                config = get_config()
-            except Exception as exc:
-                raise ConfigError(
-                    f"get_config() in {str(path)!r} raised {type(exc).__name__}: {exc}"
-                ) from exc
+            config = _call_get_config(get_config, path, arg)
         finally:
             sys.modules.pop(name, None)
     if isinstance(config, Mapping) and not isinstance(config, ml_collections.ConfigDict):
@@ -144,20 +173,22 @@ def _run_get_config(path: Path) -> ml_collections.ConfigDict:
 def load_config(
     path: str | os.PathLike[str], overrides: Sequence[str] = ()
 ) -> ml_collections.ConfigDict:
-    """The config of the experiment file at ``path`` with ``overrides`` applied, locked.
+    """The config of the experiment file at ``path`` with ``overrides`` applied, checked, locked.
 
-    ``overrides`` are ``--config.a.b=value`` (or ``config.a.b=value`` or ``a.b=value``) strings,
-    applied in order. Every problem -- missing file, no ``get_config``, an exception inside it,
-    an unknown key, a value of the wrong type or outside its choices -- raises ``ConfigError``
-    naming the path or the key.
+    ``path`` is ``FILE`` or ``FILE:ARG`` (``get_config(ARG)``). ``overrides`` are
+    ``--config.a.b=value`` (or ``config.a.b=value`` or ``a.b=value``) strings, applied in
+    order; then the whole config is validated once (``schema.validate_config``). Every problem
+    -- missing file, no ``get_config``, an exception inside it, an unknown key, a value of the
+    wrong type, outside its range or not in its registry -- raises ``ConfigError`` naming the
+    path or the key.
     """
     if isinstance(overrides, str):
         raise ConfigError("overrides must be a sequence of 'key=value' strings, not one string")
-    file = Path(path).expanduser().resolve()
-    config = _run_get_config(file)
+    file, arg = split_config_arg(path)
+    config = _run_get_config(file.resolve(), arg)
     try:
         apply_overrides(config, overrides)
-        check_choices(config)
+        validate_config(config)
     except ConfigError as exc:
         raise ConfigError(f"{exc} (config {str(path)!r})") from exc
     config.lock()
@@ -377,7 +408,8 @@ def _assign(section: ml_collections.ConfigDict, name: str, key: str, text: str,
 
 
 def _free_form_sections(config: ml_collections.ConfigDict) -> set[str]:
-    return {k for k, v in flatten_config(config).items() if v == {}}
+    """The schema's free-form sections, and any section that is empty in ``config``."""
+    return free_form_keys() | {k for k, v in flatten_config(config).items() if v == {}}
 
 
 def apply_overrides(
@@ -409,14 +441,6 @@ def apply_overrides(
             raise _unknown_key(key, config)
         _assign(section, name, key, raw, free_form)
     return config
-
-
-def check_choices(config: ml_collections.ConfigDict) -> None:
-    """Fields with a fixed set of values (``CHOICES``) hold one of them."""
-    flat = flatten_config(config)
-    for key, allowed in CHOICES.items():
-        if key in flat and flat[key] not in allowed:
-            raise ConfigError(f"config key {key!r} is {flat[key]!r}; expected one of {allowed}")
 
 
 # ---------------------------------------------------------------------------------------------

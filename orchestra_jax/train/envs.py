@@ -23,8 +23,9 @@ from typing import Any
 import ml_collections
 
 from orchestra_jax.envs.base import Environment
+from orchestra_jax.eval.runner import EvalSpec
 from orchestra_jax.tokenization import Tokenizer
-from orchestra_jax.train.config import ConfigError
+from orchestra_jax.train.errors import ConfigError
 
 
 @dataclass
@@ -54,7 +55,7 @@ class EnvSuite:
     make_executor: Callable[[], Any]
     count_calls: Callable[[Any], Mapping[str, int]] | None = None
     preference_of: Callable[[Any], Sequence[float] | None] | None = None
-    evaluation: Any = None  # an `orchestra_jax.train.evaluation.EvalSpec`, or None
+    evaluation: EvalSpec | None = None
     choice_texts: tuple[str, ...] = ()
     choice_groups: tuple[str, ...] = ()
     kind_of: Callable[[Any], Hashable] | None = None
@@ -88,14 +89,20 @@ def register_env(name: str) -> Callable[[EnvBuilder], EnvBuilder]:
     return wrap
 
 
-def build_env_suite(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
-    """The suite named by `config.data.source`; ConfigError naming the key when unknown."""
+def env_builder(config: ml_collections.ConfigDict) -> EnvBuilder:
+    """The builder `config.data.source` names; ConfigError naming the key when none is
+    registered under it (the training loop asks before it writes the workdir)."""
     name = config.data.source
     if name not in ENVS:
         raise ConfigError(
             f"config key 'data.source' is {name!r}; known environments: {sorted(ENVS)}"
         )
-    return ENVS[name](config, workdir)
+    return ENVS[name]
+
+
+def build_env_suite(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
+    """The suite named by `config.data.source`; ConfigError naming the key when unknown."""
+    return env_builder(config)(config, workdir)
 
 
 @register_env("toy_target_call")
@@ -109,7 +116,6 @@ def _toy_target_call(config: ml_collections.ConfigDict, workdir: Path) -> EnvSui
         train_sentencepiece,
     )
     from orchestra_jax.tools.executor import ToolExecutor
-    from orchestra_jax.train.evaluation import EvalSpec
 
     def build(out: Path) -> None:
         prompt = render_chat_template(CHATML_TOOLS_TEMPLATE, TargetCallEnv().messages(),
@@ -145,32 +151,18 @@ def _built_once(directory: Path, build: Callable[[Path], Any]) -> None:
 
 def _preference_mix(mix: Any) -> tuple[tuple[str, float], ...]:
     """The training tasks' preference mixture from `world.preference_mix` (preference name ->
-    weight >= 0; empty or absent: the world's default mixture).
+    weight >= 0; empty or absent: the world's default mixture). The names and weights are
+    checked with the config (`orchestra_jax.train.schema`).
 
     Why a key: the preferences are not free for the neutral user's routes. `prefer_open`
     penalises `mini`, the best searcher, and `minimise_cost` weights cost like the outcome, so
     a policy that conditions weakly on the instruction carries their routes into neutral tasks.
     """
-    from orchestra_jax.envs.toolworld.preferences import (
-        DEFAULT_MIX,
-        PREFERENCES,
-        preference_mix_problems,
-    )
+    from orchestra_jax.envs.toolworld.preferences import DEFAULT_MIX, PREFERENCES
 
     if not mix:
         return DEFAULT_MIX
     weights = dict(mix)
-    unknown, bad = preference_mix_problems(list(weights.items()))
-    if unknown:
-        raise ConfigError(f"config key 'world.preference_mix' names unknown preferences "
-                          f"{sorted(unknown)}; known: {', '.join(PREFERENCES)}")
-    if bad:
-        name, weight = next(iter(bad.items()))
-        raise ConfigError(f"config key 'world.preference_mix.{name}' is {weight!r}; "
-                          "expected a number >= 0")
-    if sum(weights.values()) <= 0:
-        raise ConfigError("config key 'world.preference_mix' needs a positive weight "
-                          f"somewhere, got {weights}")
     # In the catalogue's order, so the draw per task never depends on how the keys were set.
     return tuple((name, float(weights[name])) for name in PREFERENCES
                  if weights.get(name, 0.0) > 0)
@@ -181,18 +173,17 @@ def _toolworld(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
     """The embedded world (`orchestra_jax.envs.toolworld`), its vocabulary trained on its own
     text in <workdir>/tokenizer, tasks per `config.world`, per-alias reward features, each
     task's preference vector, and the final evaluation (test split, the random policy, the
-    one-alias fixed routes, the avoid-the-frontier variant)."""
+    one-alias fixed routes, the avoid-the-frontier variant). The `world` keys' values were
+    checked with the config (`orchestra_jax.train.schema.validate_config`)."""
     from orchestra_jax.envs.toolworld import ToolWorld, WorldConfig
     from orchestra_jax.envs.toolworld.routes import turn_chooser
     from orchestra_jax.envs.toolworld.vocabulary import (
-        CALL_PIECES,
         call_piece_groups,
         call_piece_texts,
         train_world_tokenizer,
     )
-    from orchestra_jax.tokenization import load_tokenizer, named_chat_template
+    from orchestra_jax.tokenization import load_tokenizer
     from orchestra_jax.tools.executor import ToolExecutor
-    from orchestra_jax.train.evaluation import EvalSpec
 
     w = config.world
     preference_mix = _preference_mix(w.get("preference_mix"))
@@ -205,20 +196,10 @@ def _toolworld(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
                                       cache_dir=str(workdir / "world")))
     except ValueError as exc:
         raise ConfigError(f"config key 'world': {exc}") from exc
-    try:
-        named_chat_template(str(w.prompt_template))
-    except ValueError as exc:
-        raise ConfigError(f"config key 'world.prompt_template': {exc}") from exc
-    if w.call_pieces not in CALL_PIECES:
-        raise ConfigError(f"config key 'world.call_pieces' is {w.call_pieces!r}; "
-                          f"expected one of {', '.join(CALL_PIECES)}")
     _built_once(workdir / "tokenizer", lambda out: train_world_tokenizer(
         world, out, vocab_size=int(w.vocab_size), n_tasks=int(w.vocabulary_tasks),
         template=str(w.prompt_template), call_pieces=str(w.call_pieces)))
     tokenizer = load_tokenizer(workdir / "tokenizer")
-    if w.train_preference not in ("neutral", "mix"):
-        raise ConfigError(f"config key 'world.train_preference' is {w.train_preference!r}; "
-                          "expected 'neutral' or 'mix'")
     train_tasks = world.tasks("train", int(w.train_tasks), preference=w.train_preference,
                               tool_subsets=bool(w.tool_subsets),
                               price_schedules=bool(w.price_schedules))

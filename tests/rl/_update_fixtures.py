@@ -6,6 +6,7 @@ import numpy as np
 
 from orchestra_jax.models.config import ModelConfig
 from orchestra_jax.rl.batch import TrainBatch, pack_sequences
+from orchestra_jax.rollout.trajectory import TokenSequence
 
 TINY = ModelConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_layers=2,
                    num_heads=4, num_kv_heads=2, head_dim=16, qk_norm=True,
@@ -23,7 +24,8 @@ def random_batch(rows: int = 16, seq_len: int = 16, seed: int = 0, *,
         ids = rng.integers(1, TINY.vocab_size, n)
         mask = np.zeros(n)
         mask[int(rng.integers(1, n - 1)):] = 1
-        samples.append((ids, mask, rng.normal(np.log(1 / TINY.vocab_size), 0.05, n)))
+        samples.append(TokenSequence(ids, mask,
+                                     rng.normal(np.log(1 / TINY.vocab_size), 0.05, n)))
         advantages.append(float(rng.normal()))
         returns.append(rng.normal(0.5, 0.5, n))
         old_values.append(rng.normal(0.0, 0.1, n))

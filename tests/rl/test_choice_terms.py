@@ -21,6 +21,7 @@ from orchestra_jax.rl.update_step import (
     make_update_step,
     marginal_choice_entropy,
 )
+from orchestra_jax.rollout.trajectory import TokenSequence
 from orchestra_jax.sharding import make_mesh
 from tests.rl._update_fixtures import TINY
 
@@ -137,7 +138,7 @@ def _choice_batch(rows: int = 8):
         prompt = rng.integers(10, TINY.vocab_size, 6)
         ids = np.concatenate([prompt, [CHOICES[0], 2]])
         mask = np.concatenate([np.zeros(6), np.ones(2)])
-        samples.append((ids, mask, np.full(8, -4.0)))
+        samples.append(TokenSequence(ids, mask, np.full(8, -4.0)))
     return pack_sequences(samples, [0.0] * rows, seq_len=8)
 
 

@@ -1,4 +1,4 @@
-"""Host-side sample filters and dynamic sampling."""
+"""Host-side sample filters."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from orchestra_jax.rl.filters import DynamicSampler, filter_samples, group_reward_std
+from orchestra_jax.rl.filters import filter_samples, group_reward_std
 
 IDS = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
 REWARDS = np.array([1.0, 0.0, 1.0, 0.5, 0.5, 0.5, 0.3, 0.35, 0.3])
@@ -60,34 +60,6 @@ def test_bad_inputs_are_value_errors_naming_the_input():
         filter_samples(IDS, np.full(9, np.nan))
     with pytest.raises(ValueError, match="one-dimensional"):
         filter_samples(IDS.reshape(3, 3), REWARDS)
-
-
-def test_dynamic_sampler_fills_with_passing_groups_only():
-    draws = iter([
-        [("g0", [0, 0]), ("g1", [1, 0])],
-        [("g2", [0, 0]), ("g3", [1, 1]), ("g4", [1, 1])],
-    ])
-    sampler = DynamicSampler(target_groups=2)
-    assert sampler.fill(lambda: next(draws), max_draws=5)
-    assert (sampler.offered, sampler.rejected) == (5, 3)  # g4 arrived after the batch filled
-    assert sampler.take() == ["g1", "g3"]
-    assert not sampler.full and sampler.offered == 0
-
-
-def test_dynamic_sampler_gives_up_after_max_draws_instead_of_hanging():
-    calls = []
-
-    def draw():
-        calls.append(1)
-        return [("tied", [0, 0, 0])]
-
-    sampler = DynamicSampler(target_groups=4)
-    assert not sampler.fill(draw, max_draws=3)
-    assert len(calls) == 3 and sampler.take() == []
-    with pytest.raises(ValueError, match="target_groups"):
-        DynamicSampler(target_groups=0)
-    with pytest.raises(ValueError, match="max_draws"):
-        DynamicSampler(target_groups=1).fill(draw, max_draws=0)
 
 
 def test_filters_do_not_import_jax():

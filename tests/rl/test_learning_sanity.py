@@ -84,7 +84,7 @@ def test_grpo_lifts_the_reward_for_calling_the_target_tool(tmp_path, capsys):
             break
         advantages = compute_advantages("grpo", rewards, group_size=GROUP)
         sequences = [t.sequences()[0] for t in trajectories]
-        batch = pack_sequences([(s.token_ids, s.loss_mask, s.logprobs) for s in sequences],
+        batch = pack_sequences(sequences,
                                np.asarray(advantages), pad_id=tokenizer.pad_token_id,
                                buckets=(272,))
         state, _ = update(state, put_batch(batch, mesh))

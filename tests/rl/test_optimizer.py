@@ -1,20 +1,26 @@
-"""The learner's optimizer: which parameters Muon orthogonalises, and that a Muon step on the
-sharded train state runs, moves those matrices by an orthogonalised step and the rest by AdamW."""
+"""The learner's optimizer: which parameters weight decay and Muon touch (never biases and norm
+scales, unless asked), and that a Muon step on the sharded train state runs, moves those
+matrices by an orthogonalised step and the rest by AdamW."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 from optax.contrib import MuonDimensionNumbers
 
+from orchestra_jax.models import get_preset
 from orchestra_jax.models.decoder import init_decoder
 from orchestra_jax.rl.batch import put_batch
 from orchestra_jax.rl.optimizer import (
     make_optimizer,
     muon_dimension_numbers,
     set_lr_scale,
+    weight_decay_mask,
     with_lr_scale,
 )
 from orchestra_jax.rl.train_state import init_train_state, train_state_shardings
@@ -28,6 +34,78 @@ def _specs(params, **kwargs):
     tree = muon_dimension_numbers(params, **kwargs)
     return {jax.tree_util.keystr(path).replace(".value", ""): spec for path, spec in
             jax.tree_util.tree_leaves_with_path(tree, is_leaf=is_spec)}
+
+
+@functools.cache
+def _biased_params(scan: bool = False):
+    """The `tiny` preset with every kind of parameter: Qwen2-style q/k/v biases, q/k norms,
+    the value head's kernel and bias (two small layers, stacked or not)."""
+    config = get_preset("tiny", attention_bias=True, qk_norm=True, value_head=True,
+                        num_layers=2, scan_layers=scan, vocab_size=128, hidden_size=64,
+                        intermediate_size=128, num_heads=4, num_kv_heads=2, head_dim=16)
+    return nnx.split(init_decoder(config, 0))[1]
+
+
+def _by_path(tree):
+    return {jax.tree_util.keystr(path).replace(".value", ""): leaf
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _is_bias_or_norm(path: str) -> bool:
+    return "bias" in path or "norm']" in path
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_weight_decay_spares_biases_and_norm_scales_by_default(scan):
+    params = _biased_params(scan)
+    mask = _by_path(weight_decay_mask(params))
+    layer = "['layers']" if scan else "['layers'][0]"
+    for spared in ("['final_norm']['scale']", f"{layer}['input_norm']['scale']",
+                   f"{layer}['post_attention_norm']['scale']",
+                   f"{layer}['attention']['q_norm']['scale']",
+                   f"{layer}['attention']['k_norm']['scale']",
+                   f"{layer}['attention']['q_bias']", f"{layer}['attention']['k_bias']",
+                   f"{layer}['attention']['v_bias']", "['value_bias']"):
+        assert mask[spared] is False, spared
+    for decayed in ("['embed']", f"{layer}['attention']['q_proj']",
+                    f"{layer}['attention']['o_proj']", f"{layer}['mlp']['down_proj']",
+                    "['value_kernel']"):
+        assert mask[decayed] is True, decayed
+    # Exactly those: every other parameter decays.
+    assert {p for p, m in mask.items() if not m} == {p for p in mask if _is_bias_or_norm(p)}
+
+
+def test_decay_biases_and_norms_decays_every_non_scalar_parameter():
+    params = _biased_params()
+    mask = _by_path(weight_decay_mask(params, decay_biases_and_norms=True))
+    ranks = {p: np.ndim(leaf) for p, leaf in _by_path(params).items()}
+    assert mask == {p: ranks[p] > 0 for p in mask}
+
+
+@pytest.mark.parametrize("name", ["adamw", "muon"])
+@pytest.mark.parametrize("decay_biases_and_norms", [False, True])
+def test_a_decayed_step_with_zero_gradient_moves_biases_and_norms_only_when_asked(
+        name, decay_biases_and_norms):
+    # Shifted off zero, so a decayed bias (initialised to 0) would show it.
+    params = jax.tree.map(lambda p: p + 0.25, _biased_params())
+    optimizer = make_optimizer(1e-2, name=name, weight_decay=0.5, grad_clip=None,
+                               decay_biases_and_norms=decay_biases_and_norms)
+    zeros = jax.tree.map(jax.numpy.zeros_like, params)
+    updates, _ = optimizer.update(zeros, optimizer.init(params), params)
+    before, after = _by_path(params), _by_path(optax.apply_updates(params, updates))
+    for path, old in before.items():
+        new = np.asarray(after[path])
+        if _is_bias_or_norm(path) and not decay_biases_and_norms:
+            np.testing.assert_array_equal(new, np.asarray(old), err_msg=path)
+        elif np.ndim(old) > 0:
+            assert np.abs(new).sum() < np.abs(np.asarray(old)).sum(), path
+
+
+def test_muon_leaves_biases_to_adam():
+    specs = _specs(_biased_params())
+    for bias in ("q_bias", "k_bias", "v_bias"):
+        assert specs[f"['layers'][0]['attention']['{bias}']"] is None, bias
+    assert specs["['layers'][0]['attention']['q_proj']"] == MuonDimensionNumbers(0, (1, 2))
 
 
 @pytest.mark.parametrize("scan", [False, True])

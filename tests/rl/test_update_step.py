@@ -1,6 +1,9 @@
-"""The jitted, sharded update step: sharding and micro-batch equivalence, direction, KL, PPO."""
+"""The jitted, sharded update step: sharding and micro-batch equivalence, direction, KL, PPO,
+and the skip of a non-finite step."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -196,6 +199,59 @@ def test_ppo_value_head_trains_with_clipped_value_loss(meshes):
     assert float(metrics["loss/total"]) == pytest.approx(
         float(metrics["loss/policy"]) + 0.5 * float(metrics["loss/value"]), rel=1e-5)
     assert not np.allclose(np.asarray(state.params["value_kernel"]), kernel_before)
+
+
+def test_a_non_finite_step_is_skipped_and_a_finite_one_applied(meshes):
+    """A NaN advantage makes the loss and every gradient NaN: params (critic included),
+    optimizer state and moving average stay as they were and the step says it skipped; the
+    next, finite batch is applied as usual."""
+    mesh = meshes["one"]
+    config = UpdateConfig(kl_coef=1e-2, value_coef=0.5, logits_chunk=None, skip_nonfinite=True)
+    optimizer = make_optimizer(LR)
+    graphdef, state = init_train_state(init_decoder(TINY.replace(value_head=True), 0),
+                                       optimizer, mesh, reference=True, ema=True)
+    step = make_update_step(graphdef, config, mesh, None, train_state_shardings(state),
+                            optimizer=optimizer)
+    good = random_batch(rows=8, seed=5, value_targets=True)
+    advantages = np.array(good.advantages, copy=True)
+    advantages[3] = np.nan
+    bad = dataclasses.replace(good, advantages=advantages)
+
+    # Two finite steps first, so the optimizer moments are not at their zero init.
+    for _ in range(2):
+        state, metrics = step(state, put_batch(good, mesh))
+        assert float(metrics["skipped_nonfinite"]) == 0.0
+    before = jax.device_get((state.params, state.opt_state, state.ema_params))
+    step_before = int(state.step)
+
+    state, metrics = step(state, put_batch(bad, mesh))
+    assert float(metrics["skipped_nonfinite"]) == 1.0
+    assert not np.isfinite(float(metrics["loss/total"]))
+    after = jax.device_get((state.params, state.opt_state, state.ema_params))
+    for (path, old), new in zip(jax.tree_util.tree_leaves_with_path(before),
+                                jax.tree.leaves(after), strict=True):
+        np.testing.assert_array_equal(np.asarray(new), np.asarray(old),
+                                      err_msg=jax.tree_util.keystr(path))
+    assert int(state.step) == step_before + 1
+
+    state, metrics = step(state, put_batch(good, mesh))
+    assert float(metrics["skipped_nonfinite"]) == 0.0
+    assert max_abs_diff(jax.device_get(state.params), before[0]) > 0
+
+
+def test_without_the_guard_a_non_finite_step_is_applied_and_reports_no_skip(meshes):
+    mesh = meshes["one"]
+    optimizer = make_optimizer(LR)
+    graphdef, state = init_train_state(init_decoder(TINY, 0), optimizer, mesh, reference=False)
+    step = make_update_step(graphdef, UpdateConfig(kl_coef=0.0, logits_chunk=None), mesh, None,
+                            train_state_shardings(state), optimizer=optimizer)
+    good = random_batch(rows=8, seed=5)
+    advantages = np.array(good.advantages, copy=True)
+    advantages[0] = np.nan
+    state, metrics = step(state, put_batch(dataclasses.replace(good, advantages=advantages),
+                                           mesh))
+    assert float(metrics["skipped_nonfinite"]) == 0.0
+    assert not np.isfinite(np.asarray(jax.device_get(state.params)["lm_head"])).all()
 
 
 def test_kl_without_reference_is_a_clear_error(meshes):

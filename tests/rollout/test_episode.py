@@ -22,7 +22,7 @@ import pytest
 
 from orchestra_jax.envs.base import CallRecord, StepOutput
 from orchestra_jax.rollout.engine import grouped_episodes, run_episodes
-from orchestra_jax.rollout.episode import run_episode
+from orchestra_jax.rollout.episode import run_episode, task_id_of
 from orchestra_jax.rollout.requests import GenerationRequest, GenerationResult, SamplingParams
 from orchestra_jax.rollout.trajectory import DUPLICATE_CALL, OUT_OF_VOCABULARY
 from orchestra_jax.tokenization import (
@@ -606,3 +606,25 @@ def test_real_batcher_logprobs_are_the_models_own_logprobs_of_the_dialogue_seque
         np.testing.assert_allclose(seq.logprobs[1:][sampled],
                                    recomputed[row, :len(seq) - 1][sampled], atol=1e-4)
         assert np.all(seq.logprobs[seq.loss_mask == 0] == 0)
+
+
+# ---- task ids --------------------------------------------------------------------------------
+
+class _Obj:
+    def __init__(self, **attrs: Any):
+        self.__dict__.update(attrs)
+
+
+def test_task_id_of_prefers_task_id_then_id_for_mappings_and_objects():
+    assert task_id_of({"task_id": "a", "id": "b"}) == "a"
+    assert task_id_of({"task_id": None, "id": 7}) == "7"
+    assert task_id_of(_Obj(task_id="a", id="b")) == "a"
+    assert task_id_of(_Obj(id=3), group=5) == "3"
+
+
+def test_task_id_of_falls_back_to_empty_or_to_the_group():
+    assert task_id_of({"question": "q"}) == ""
+    assert task_id_of(_Obj(id=None)) == ""
+    assert task_id_of({"question": "q"}, group=4) == "task-4"
+    assert task_id_of("plain string task", group=0) == "task-0"
+

@@ -2,8 +2,9 @@
 driven by the official `openai` client (and raw HTTP where the wire format itself is the point).
 
 One server is started per module (the model loads once, with scanned layers so each bucket
-compiles in about two seconds); every test keeps to `max_tokens=32` so they share compiled
-programs. The CLI test starts `orchestra serve` itself as a subprocess.
+compiles in about two seconds); most tests keep to `max_tokens=32` -- one decode chunk of that
+server -- so they share compiled programs. The CLI test starts `orchestra serve` itself as a
+subprocess.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import aiohttp
 import jax
 import openai
 import pytest
@@ -31,8 +33,9 @@ from orchestra_jax.models import load_pretrained
 from orchestra_jax.rollout.requests import GenerationResult, SamplingParams
 from orchestra_jax.rollout.sampler import Sampler
 from orchestra_jax.serve.completion import build_reply, completion_body, completion_chunks
+from orchestra_jax.serve.prompt import resolve_chat_template
 from orchestra_jax.serve.server import ChatServer, ServerThread
-from orchestra_jax.tokenization.templates import CHATML_TOOLS_TEMPLATE
+from orchestra_jax.tokenization.templates import CHATML_TOOLS_TEMPLATE, NAMED_CHAT_TEMPLATES
 
 
 class _Reply:
@@ -64,6 +67,7 @@ def _http(method: str, url: str, *, json_body=None, content: bytes | None = None
 MODEL = "smollm2-135m-instruct"
 SERVED = "smollm2"
 MAX_TOKENS = 32
+CHUNK = 32  # decode steps per batch of the module's server: its rows can leave between chunks
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 WEATHER_TOOL = {
     "type": "function",
@@ -94,7 +98,7 @@ def served(lm):
     sampler = Sampler(lm.model, lm.mesh, rules=lm.rules, pad_id=tok.pad_token_id,
                       stop_token_ids=tok.stop_token_ids)
     server = ChatServer(tok, sampler, model_name=SERVED, default_max_tokens=MAX_TOKENS,
-                        max_batch_size=8, max_wait_s=0.05)
+                        max_batch_size=8, max_wait_s=0.05, decode_chunk_tokens=CHUNK)
     thread = ServerThread(server)
     yield server, thread.url
     thread.close()
@@ -274,6 +278,146 @@ def test_project_client_reads_usage_from_our_server(served, lm):
     assert reply.tokens_out == len(lm.tokenizer.encode(reply.text)) + 1
 
 
+# ---- chunked decoding and clients that go away ---------------------------------------------
+
+COUNTING = [{"role": "user", "content": "Write the numbers from 1 to 300, separated by commas."}]
+
+
+def test_a_reply_longer_than_a_chunk_continues_where_the_chunk_ended(client, served, lm):
+    """48 tokens are two batcher calls (32 + 16): the same tokens as one sampler call."""
+    server, _ = served
+    tok = lm.tokenizer
+    chunks_before = server.counters["chunks"]
+    reply = _ask(client, messages=COUNTING, max_tokens=CHUNK + 16)
+    assert server.counters["chunks"] - chunks_before == 2
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage.completion_tokens == CHUNK + 16
+    direct = server.sampler.sample(
+        [_prompt_ids(tok, COUNTING)], SamplingParams(max_new_tokens=CHUNK + 16, temperature=0.0))
+    assert reply.choices[0].message.content == tok.decode(direct[0].token_ids)
+
+
+def _counting_body(max_tokens: int, **extra) -> dict:
+    return {"model": SERVED, "messages": COUNTING, "max_tokens": max_tokens, "temperature": 0,
+            **extra}
+
+
+async def _post(session: aiohttp.ClientSession, url: str, body: dict) -> tuple[int, bytes]:
+    async with session.post(f"{url}/chat/completions", json=body) as response:
+        return response.status, await response.read()
+
+
+async def _timed(url: str, bodies: list[dict]) -> float:
+    """Seconds until every request in `bodies`, sent together, has been answered."""
+    async with aiohttp.ClientSession() as session:
+        start = time.perf_counter()
+        answers = await asyncio.gather(*[_post(session, url, b) for b in bodies])
+        elapsed = time.perf_counter() - start
+    assert all(status == 200 for status, _ in answers), answers
+    return elapsed
+
+
+def test_disconnected_clients_are_cancelled_and_free_the_batch(served):
+    """Four 256-token requests (two streamed) are abandoned in their first chunk: they leave
+    the batch, and a short request that follows waits for at most that chunk, not for the
+    eight chunks the abandoned rows would have cost."""
+    server, url = served
+    n, long_tokens = 4, 8 * CHUNK
+
+    async def scenario() -> tuple[float, float, int]:
+        # Compile the 4-row and the 1-row programs, then time one chunk of four rows.
+        await _timed(url, [_counting_body(1)] * n)
+        await _timed(url, [_counting_body(8)])
+        one_chunk = await _timed(url, [_counting_body(CHUNK)] * n)
+
+        before = server.batcher.stats()
+        async with aiohttp.ClientSession() as session:
+            abandoned = [asyncio.ensure_future(_post(session, url, _counting_body(
+                long_tokens, stream=i % 2 == 0))) for i in range(n)]
+            deadline = time.monotonic() + 60
+            while True:  # wait until their first chunk is being generated
+                stats = server.batcher.stats()
+                if stats["requests"] - before["requests"] >= n and stats["pending"] == 0:
+                    break
+                assert time.monotonic() < deadline, stats
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.2)
+            for task in abandoned:
+                task.cancel()
+            await asyncio.gather(*abandoned, return_exceptions=True)
+        # The session is closed: every abandoned connection is gone.
+        short = await _timed(url, [_counting_body(8)])
+        return one_chunk, short, before["rows"]
+
+    cancelled_before = server.counters["cancelled_requests"]
+    tokens_before = server.counters["cancelled_completion_tokens"]
+    one_chunk, short, rows_before = asyncio.run(scenario())
+    deadline = time.monotonic() + 30
+    while server.counters["cancelled_requests"] - cancelled_before < n:
+        assert time.monotonic() < deadline, dict(server.counters)
+        time.sleep(0.05)
+    time.sleep(0.5)  # nothing may be left running on their behalf
+    assert server.counters["cancelled_requests"] - cancelled_before == n
+    # They were cut in their first chunk: no chunk of theirs came back, none ran after it.
+    assert server.counters["cancelled_completion_tokens"] - tokens_before == 0
+    assert server.batcher.stats()["rows"] - rows_before <= n + 1
+    assert server.batcher.stats()["pending"] == 0
+    # Uncancelled, the abandoned rows would have run 8 chunks (at least 8 x one_chunk) before
+    # the short request; cancelled, it waits for the rest of one chunk and then its own run.
+    would_have_cost = long_tokens // CHUNK * one_chunk
+    assert short < would_have_cost / 2, (short, one_chunk)
+    print(f"one chunk of {n} rows: {one_chunk:.2f} s; short request after the abandoned "
+          f"ones: {short:.2f} s")
+    assert _http("GET", f"{url}/stats").json()["server"]["cancelled_requests"] == \
+        server.counters["cancelled_requests"]
+
+
+# ---- chat templates: the one registry ---------------------------------------------------------
+
+
+def test_chat_template_names_come_from_the_tokenization_registry(tmp_path):
+    for name, source in NAMED_CHAT_TEMPLATES.items():
+        assert resolve_chat_template(name) == source
+    jinja = tmp_path / "mine.jinja"
+    jinja.write_text("{{ messages[0]['content'] }}", encoding="utf-8")
+    assert resolve_chat_template(str(jinja)) == "{{ messages[0]['content'] }}"
+    for wrong in ("hermes", "chatml-tools", str(tmp_path / "missing.jinja"), str(tmp_path)):
+        with pytest.raises(ValueError, match="chatml_tools, compact"):
+            resolve_chat_template(wrong)
+
+
+@pytest.mark.parametrize("value", ["hermes", "{{ messages }}", "no/such/template.jinja"])
+def test_cli_refuses_an_unknown_chat_template_naming_the_flag(capsys, value):
+    assert cli.main(["serve", "--chat-template", value, "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--chat-template" in err and repr(value) in err
+    assert all(name in err for name in NAMED_CHAT_TEMPLATES)
+
+
+def _prompt_tokens(url: str, messages, **body) -> int:
+    reply = _http("POST", f"{url}/chat/completions", timeout=300, json_body={
+        "messages": messages, "max_tokens": 1, "temperature": 0, **body})
+    assert reply.status_code == 200, reply.text
+    return reply.json()["usage"]["prompt_tokens"]
+
+
+def test_server_renders_prompts_with_the_named_template(served, lm):
+    """`chatml_tools` by name: the prompt is that template's rendering, not the native one."""
+    tok = lm.tokenizer
+    server = ChatServer(tok, served[0].sampler, model_name=SERVED, max_batch_size=8,
+                        chat_template=resolve_chat_template("chatml_tools"))
+    with ServerThread(server) as url:
+        with_tools = _prompt_tokens(url, QUESTION, tools=[WEATHER_TOOL])
+        plain = _prompt_tokens(url, QUESTION)
+    source = NAMED_CHAT_TEMPLATES["chatml_tools"]
+    assert with_tools == len(_prompt_ids(tok, QUESTION, tools=[WEATHER_TOOL],
+                                         chat_template=source))
+    assert with_tools != len(_prompt_ids(tok, QUESTION, tools=[WEATHER_TOOL],
+                                         chat_template=NAMED_CHAT_TEMPLATES["compact"]))
+    assert plain == len(_prompt_ids(tok, QUESTION, chat_template=source))
+    assert plain != len(_prompt_ids(tok, QUESTION))  # SmolLM2's own adds a system turn
+
+
 # ---- taking a generated reply apart ---------------------------------------------------------
 
 
@@ -428,7 +572,8 @@ class _CliServer:
         env = dict(os.environ, ORCHESTRA_TEST_KEY=self.secret)
         cmd = [*_orchestra_command(), "serve", "--model", MODEL, "--host", "127.0.0.1",
                "--port", "0", "--scan-layers", "--served-model-name", "smol",
-               "--default-max-tokens", "8", "--api-key-env", "ORCHESTRA_TEST_KEY"]
+               "--default-max-tokens", "8", "--api-key-env", "ORCHESTRA_TEST_KEY",
+               "--chat-template", "compact"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, env=env)
         self._lines: queue.Queue = queue.Queue()
@@ -493,6 +638,20 @@ def test_cli_serves_behind_an_api_key_that_never_reaches_the_logs(cli_server):
     log = cli_server.output()
     assert "POST /v1/chat/completions" in log  # requests are logged ...
     assert secret not in log  # ... the key never is
+
+
+def test_cli_server_renders_with_the_chat_template_it_was_given_by_name(cli_server, lm):
+    """`--chat-template compact`: tools are one line of names, not JSON schemas."""
+    tok = lm.tokenizer
+    with openai.OpenAI(base_url=cli_server.url, api_key=cli_server.secret, max_retries=0,
+                       timeout=300) as right:
+        reply = right.chat.completions.create(model="smol", messages=QUESTION,
+                                              tools=[WEATHER_TOOL], max_tokens=1)
+    compact = NAMED_CHAT_TEMPLATES["compact"]
+    assert reply.usage.prompt_tokens == len(_prompt_ids(tok, QUESTION, tools=[WEATHER_TOOL],
+                                                        chat_template=compact))
+    assert reply.usage.prompt_tokens < len(_prompt_ids(
+        tok, QUESTION, tools=[WEATHER_TOOL], chat_template=NAMED_CHAT_TEMPLATES["chatml_tools"]))
 
 
 @pytest.mark.slow

@@ -238,3 +238,20 @@ def test_using_local_search_does_not_import_jax(facts_corpus, tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_building_an_index_logs_no_debug_lines_but_bm25s_warnings_still_show(facts_corpus,
+                                                                             tmp_path):
+    # bm25s sets its own logger to DEBUG on import; with a root handler at WARNING (what absl
+    # installs when orbax logs at import) every build printed "DEBUG:bm25s:Building index ...".
+    code = (
+        "import logging\n"
+        "logging.basicConfig()\n"
+        "from orchestra_jax.tools.local_search import LocalSearch\n"
+        f"s = LocalSearch({str(facts_corpus)!r}, cache_dir={str(tmp_path / 'c')!r})\n"
+        "assert not s.cache_hit\n"
+        "logging.getLogger('bm25s').warning('kept')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "DEBUG" not in out.stderr
+    assert out.stderr.strip().splitlines() == ["WARNING:bm25s:kept"]

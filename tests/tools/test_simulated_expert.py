@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from orchestra_jax.tools.experts import ChatClient, ExpertPool
+from orchestra_jax.tools.chat import ChatClient
+from orchestra_jax.tools.experts import ExpertPool
 from orchestra_jax.tools.pricing import PricingCatalog
 from orchestra_jax.tools.results import ToolError, ToolErrorKind
 from orchestra_jax.tools.simulated_expert import (

@@ -2,11 +2,14 @@
 clear errors; and survival of a SIGKILL (in a subprocess) with exact restore."""
 
 import os
+import re
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import jax
@@ -149,6 +152,155 @@ def test_non_json_extra_fails_at_save_naming_the_field(tmp_path):
         manager.wait_until_finished()
         assert manager.latest_step() is None
 
+
+
+# --- restore_latest: a damaged newest step falls back to the newest one that restores ---
+
+
+def _many_leaves(step):
+    """Enough arrays (40, two dtypes) that orbax opens many of them concurrently on restore."""
+    return {
+        f"layer{i}": {
+            "w": jnp.full((8, 4), float(step * 100 + i), jnp.float32),
+            "b": jnp.full((4,), float(step + i), jnp.bfloat16),
+        }
+        for i in range(20)
+    }
+
+
+def _save_steps(directory, steps):
+    with CheckpointManager(directory, keep=5) as manager:
+        for step in steps:
+            manager.save(step, _many_leaves(step), {"next_index": step}, {"step": step})
+
+
+@pytest.fixture
+def event_loop_errors(monkeypatch, capfd):
+    """Collects "Event loop is closed" errors however they surface: TensorStore hands an
+    error it cannot deliver to `sys.unraisablehook` (pytest's own turns it into a warning,
+    the default prints it to stderr), so both the hook and fd 2 are watched."""
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda info: seen.append(repr(info.exc_value)))
+
+    def collect():
+        time.sleep(0.2)  # operations orphaned by a failed restore report within milliseconds
+        return [text for text in [*seen, capfd.readouterr().err] if "Event loop is closed" in text]
+
+    return collect
+
+
+def _truncate(directory, *, to_zero=False):
+    files = [path for path in Path(directory).rglob("*") if path.is_file()]
+    assert files
+    for path in files:
+        with path.open("r+b") as handle:
+            handle.truncate(0 if to_zero else path.stat().st_size // 2)
+
+
+def test_restore_latest_moves_a_truncated_newest_step_aside_and_restores_the_previous(
+    tmp_path, event_loop_errors
+):
+    _save_steps(tmp_path, [1, 2, 3])
+    _truncate(tmp_path / "3")
+    lines = []
+    with CheckpointManager(tmp_path, keep=5) as manager:
+        step, state, data_state, extra = manager.restore_latest(
+            abstract_like(_many_leaves(0)), log=lines.append
+        )
+        assert step == 2 and data_state == {"next_index": 2} and extra == {"step": 2}
+        _assert_bit_identical(state, _many_leaves(2))
+        assert manager.all_steps() == [1, 2] and manager.latest_step() == 2
+        assert not (tmp_path / "3").exists()
+        assert (tmp_path / "damaged-3" / "state").is_dir()  # moved, not deleted
+        assert len(lines) == 1
+        assert re.search(r"step 3 .*damaged \(.+\); moved it to .*damaged-3; restored step 2",
+                         lines[0]), lines[0]
+        # orbax's manager forgot step 3: the next save and its restore work.
+        assert manager.save(4, _many_leaves(4), {"next_index": 4}, {"step": 4}, force=True)
+        manager.wait_until_finished()
+        assert manager.all_steps() == [1, 2, 4]
+    with CheckpointManager(tmp_path, keep=5) as reopened:
+        step, state, data_state, _ = reopened.restore_latest(abstract_like(_many_leaves(0)))
+    assert step == 4 and data_state == {"next_index": 4}
+    _assert_bit_identical(state, _many_leaves(4))
+    assert event_loop_errors() == []
+
+
+def test_restore_latest_checks_array_files_before_orbax_so_no_event_loop_tracebacks(
+    tmp_path, event_loop_errors
+):
+    # Only the arrays' storage is cut (JSON metadata intact) and the target is None: handed
+    # such a step, orbax fails in the middle of its concurrent opens and now and then leaves
+    # TensorStore operations behind that report "Event loop is closed" (a race, so the damage
+    # is repeated a few times; each casualty of step 3 is kept under its own name).
+    ckpt = tmp_path / "ckpt"
+    _save_steps(ckpt, [1, 2, 3])
+    shutil.copytree(ckpt / "3", tmp_path / "pristine-3")
+    with CheckpointManager(ckpt, keep=5) as manager:
+        for round_ in range(4):
+            if round_:
+                shutil.copytree(tmp_path / "pristine-3", ckpt / "3")
+                manager.wait_until_finished()
+            _truncate(ckpt / "3" / "state" / "d", to_zero=True)
+            lines = []
+            step, state, _, _ = manager.restore_latest(None, log=lines.append)
+            assert step == 2
+            aside = "damaged-3" + (f".{round_}" if round_ else "")
+            assert f"{aside}; restored step 2" in lines[0] and "OUT_OF_RANGE" in lines[0], lines
+    np.testing.assert_array_equal(state["layer7"]["w"], _many_leaves(2)["layer7"]["w"])
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "1", "2", "damaged-3", "damaged-3.1", "damaged-3.2", "damaged-3.3"
+    ]
+    assert event_loop_errors() == []
+
+
+def test_restore_latest_falls_back_over_several_damaged_steps(tmp_path):
+    _save_steps(tmp_path, [1, 2, 3])
+    _truncate(tmp_path / "3", to_zero=True)
+    shutil.rmtree(tmp_path / "2" / "data")
+    lines = []
+    with CheckpointManager(tmp_path, keep=5) as manager:
+        step, _, data_state, _ = manager.restore_latest(
+            abstract_like(_many_leaves(0)), log=lines.append
+        )
+        assert manager.all_steps() == [1]
+    assert step == 1 and data_state == {"next_index": 1}
+    assert [line.split(" in ")[0] for line in lines] == ["checkpoint step 3", "checkpoint step 2"]
+    assert all(line.endswith("restored step 1 instead") for line in lines)
+
+
+def test_restore_latest_when_every_step_is_damaged_names_them_and_moves_nothing(
+    tmp_path, event_loop_errors
+):
+    _save_steps(tmp_path, [1, 2, 3])
+    for step in (1, 2, 3):
+        _truncate(tmp_path / str(step))
+    with CheckpointManager(tmp_path, keep=5) as manager:
+        with pytest.raises(
+            CheckpointError,
+            match=rf"no checkpoint in {re.escape(str(tmp_path))} restores .*"
+            r"step 3: .*step 2: .*step 1: .*nothing was moved",
+        ):
+            manager.restore_latest(abstract_like(_many_leaves(0)))
+        assert manager.all_steps() == [1, 2, 3]
+    assert event_loop_errors() == []
+
+
+def test_restore_latest_with_a_target_that_fits_no_step_moves_nothing(tmp_path):
+    # Whole files but a wrong target (e.g. a changed config): not damage, so nothing may be
+    # set aside -- otherwise the next run would find no checkpoint and start from scratch.
+    _save_steps(tmp_path, [1, 2])
+    wrong = abstract_like({"layer0": {"w": jnp.zeros((3, 3))}})
+    with CheckpointManager(tmp_path, keep=5) as manager:
+        with pytest.raises(CheckpointError, match=r"step 2: .*step 1: "):
+            manager.restore_latest(wrong)
+        assert manager.all_steps() == [1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]
+
+
+def test_restore_latest_without_a_checkpoint_is_none(tmp_path):
+    with CheckpointManager(tmp_path / "fresh") as manager:
+        assert manager.restore_latest(abstract_like(_many_leaves(0))) is None
 
 # A miniature training run: a sharded state updated from the grain batches and the rng, saved
 # every step. Imported by the test (runpy) for the reference run and executed as a subprocess

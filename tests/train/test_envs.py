@@ -99,15 +99,17 @@ def test_a_bad_preference_weight_is_a_config_error_naming_the_key(tmp_path, over
         _suite(tmp_path, override)
 
 
-def test_an_unknown_preference_or_an_all_zero_mix_is_a_config_error(tmp_path):
+def test_an_unknown_preference_or_an_all_zero_mix_is_a_config_error():
+    """Checked with the config (`schema.validate_config`), before any suite is built."""
     import ml_collections
 
     from orchestra_jax.train.config import ConfigError
+    from orchestra_jax.train.schema import validate_config
 
     config = load_config(str(REPO / "experiments" / "toolworld_tiny.py"), [])
     config.world.preference_mix = ml_collections.ConfigDict({"neutral": 1.0, "be_nice": 1.0})
     with pytest.raises(ConfigError, match="unknown preferences \\['be_nice'\\]"):
-        build_env_suite(config, tmp_path / "a")
+        validate_config(config)
     config.world.preference_mix = ml_collections.ConfigDict({"neutral": 0.0})
     with pytest.raises(ConfigError, match="positive weight"):
-        build_env_suite(config, tmp_path / "b")
+        validate_config(config)

@@ -201,14 +201,17 @@ def test_sibling_helpers_of_different_folders_do_not_leak(tmp_path: Path) -> Non
         folder.mkdir()
         _write(folder, "base.py", f"VALUE = {value}\n")
         _write(folder, "recipe.py", """\
-            import ml_collections
             from base import VALUE
 
+            from orchestra_jax.train.schema import default_config
+
             def get_config():
-                return ml_collections.ConfigDict({"value": VALUE})
+                config = default_config()
+                config.train.seed = VALUE
+                return config
             """)
-    assert load_config(tmp_path / "one" / "recipe.py").value == 1
-    assert load_config(tmp_path / "two" / "recipe.py").value == 2
+    assert load_config(tmp_path / "one" / "recipe.py").train.seed == 1
+    assert load_config(tmp_path / "two" / "recipe.py").train.seed == 2
 
 
 # --- locking and the run-directory record ------------------------------------------------------

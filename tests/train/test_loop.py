@@ -5,6 +5,7 @@ exit status 2 with a message naming the culprit for a bad override or a missing 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -72,37 +73,6 @@ def test_train_writes_config_events_checkpoint_and_summary(tmp_path, capsys):
     assert sorted(texts) == [1, 2] and "**task**" in texts[1]
 
 
-def test_the_raw_outcome_reward_adds_back_only_what_solved_groups_tie_away():
-    """The paper's reward gives a group that is all right no outcome credit (its outcome
-    feature ties); `train/reward_raw_outcome` adds the outcome weight back to exactly those
-    rollouts, which moves no group-relative advantage."""
-    from types import SimpleNamespace
-
-    from orchestra_jax.rl.advantages import compute_advantages
-    from orchestra_jax.train.config import load_config
-    from orchestra_jax.train.loop import _rewards
-
-    config = load_config(str(REPO / "experiments" / "toy_target_call.py"), [])
-    config.reward.preference.outcome = 0.8
-    config.reward.preference.cost = 0.3
-    suite = SimpleNamespace(tool_names=("a", "b"), count_calls=None, preference_of=None)
-    outcomes = [1, 1, 1, 1, 0, 0, 0, 0]  # group 0 all right, 1 mixed, 2 all wrong, 3 mixed
-    groups = [0, 0, 1, 1, 2, 2, 3, 3]
-    outcomes[3], outcomes[6] = 0, 1
-    trajectories = [SimpleNamespace(outcome=o, group=g, cost_usd=0.01 * (i + 1), latency_s=1.0,
-                                    tool_counts=lambda: {"a": 1})
-                    for i, (o, g) in enumerate(zip(outcomes, groups, strict=True))]
-    reward, credit = _rewards(config, trajectories, suite, [None] * 4)
-    np.testing.assert_allclose(credit, [0.8, 0.8, 0, 0, 0, 0, 0, 0])
-    # In the mixed groups the right rollout's normalised outcome is already 1: 0.8 + 0.3 x
-    # normalised (negated) cost; the cheaper of group 0 gets the whole cost weight.
-    np.testing.assert_allclose(reward, [0.3, 0.0, 1.1, 0, 0, 0, 1.1, 0], atol=1e-6)
-    ids = np.asarray(groups)
-    np.testing.assert_allclose(compute_advantages("grpo", reward, group_ids=ids),
-                               compute_advantages("grpo", reward + credit, group_ids=ids),
-                               atol=1e-5)
-
-
 def test_unknown_override_key_exits_2_naming_the_key(tmp_path, capsys):
     assert _train(tmp_path / "run", "--config.rollout.prompts_per_stepp=3") == 2
     err = capsys.readouterr().err
@@ -134,41 +104,15 @@ def test_bad_sequence_buckets_exit_2_naming_the_key(tmp_path, capsys):
 
 
 def test_sequence_buckets_come_from_the_config_and_end_at_the_longest_sequence():
+    from orchestra_jax.train.builders import sequence_buckets
     from orchestra_jax.train.config import load_config
-    from orchestra_jax.train.loop import _buckets
 
     toolworld = load_config(str(REPO / "experiments" / "toolworld_tiny.py"), [])
     # max_prompt_tokens 512 + max_new_tokens 2, rounded up to a multiple of 8.
-    assert _buckets(toolworld) == (128, 160, 192, 224, 256, 320, 384, 520)
+    assert sequence_buckets(toolworld) == (128, 160, 192, 224, 256, 320, 384, 520)
     plain = load_config(str(REPO / "experiments" / "toolworld_tiny.py"),
                         ["--config.train.seq_buckets=None"])
-    assert _buckets(plain) == (128, 256, 512, 520)
-
-
-def test_mini_batches_by_length_hold_similar_lengths_and_every_sample_once():
-    import itertools
-
-    import numpy as np
-
-    from orchestra_jax.train.loop import mini_batch_indices
-
-    lengths = [110] * 40 + [180] * 30 + [300] * 10  # first turns, after a search, third turns
-    shuffled = np.random.default_rng(1).permutation(lengths).tolist()
-    plain = mini_batch_indices(shuffled, 32, np.random.default_rng(0))
-    grouped = mini_batch_indices(shuffled, 32, np.random.default_rng(0), by_length=True)
-    for batches in (plain, grouped):
-        assert sorted(np.concatenate(batches).tolist()) == list(range(80))
-        assert [len(b) for b in batches if len(b) != 32] == [16]
-    # Without grouping the batches are the seeded permutation's slices (as before the option).
-    order = np.random.default_rng(0).permutation(80)
-    assert [b.tolist() for b in plain] == [order[:32].tolist(), order[32:64].tolist(),
-                                           order[64:].tolist()]
-    # Grouped: padding every batch to its longest costs 180*32 + 300*16 + 110*32 = 13,120
-    # tokens against 300 * 80 = 24,000 for padding everything to the step's longest.
-    padded = sum(max(shuffled[i] for i in b) * len(b) for b in grouped)
-    assert padded == 110 * 32 + 180 * 32 + 300 * 16
-    spans = sorted((min(shuffled[i] for i in b), max(shuffled[i] for i in b)) for b in grouped)
-    assert all(hi <= lo_next for (_, hi), (lo_next, _) in itertools.pairwise(spans))
+    assert sequence_buckets(plain) == (128, 256, 512, 520)
 
 
 def test_missing_config_file_exits_2_naming_the_path(tmp_path, capsys):
@@ -317,51 +261,45 @@ def test_balanced_steps_on_a_world_without_task_kinds_exit_2_naming_the_key(tmp_
 
 def test_toolworld_choice_ids_are_its_eighteen_one_piece_calls(tmp_path):
     from orchestra_jax.envs.toolworld.vocabulary import call_texts
+    from orchestra_jax.train.builders import choice_groups, choice_ids, strata_of
     from orchestra_jax.train.config import load_config
     from orchestra_jax.train.envs import build_env_suite
-    from orchestra_jax.train.loop import _choice_groups, _choice_ids, _strata
 
     config = load_config(str(REPO / "experiments" / "toolworld_tiny.py"), [
         "--config.world.train_tasks=8", "--config.world.test_tasks=4",
         "--config.world.vocabulary_tasks=40", "--config.loss.choice_entropy_coef=0.5"])
     suite = build_env_suite(config, tmp_path / "run")
-    ids = _choice_ids(config, suite, suite.tokenizer)
+    ids = choice_ids(config, suite, suite.tokenizer)
     assert len(set(ids)) == 18
     texts = call_texts(suite.tool_names)
     assert [suite.tokenizer.encode(text) for text in texts] == [[i] for i in ids]
     # loss.choice_entropy_over "group" (the recipe's): the tool of each call (search,
     # enhance_reasoning, answer), six experts each; "choice": no groups.
     config.loss.choice_entropy_over = "choice"
-    assert _choice_groups(config, suite, ids) == ()
+    assert choice_groups(config, suite, ids) == ()
     config.loss.choice_entropy_over = "group"
-    assert _choice_groups(config, suite, ids) == (0,) * 6 + (1,) * 6 + (2,) * 6
+    assert choice_groups(config, suite, ids) == (0,) * 6 + (1,) * 6 + (2,) * 6
     assert [suite.choice_groups[i] for i in (0, 6, 12)] == [
         next(t for t in ("search", "enhance_reasoning", "answer") if t in texts[i])
         for i in (0, 6, 12)]
-    config.loss.choice_entropy_over = "tools"
-    with pytest.raises(ConfigError, match=r"loss\.choice_entropy_over"):
-        _choice_groups(config, suite, ids)
     config.loss.choice_entropy_over = "choice"
     config.loss.choice_entropy_coef = config.loss.choice_format_coef = 0.0
-    assert _choice_ids(config, suite, suite.tokenizer) == ()
+    assert choice_ids(config, suite, suite.tokenizer) == ()
     # data.balanced deals the families round-robin: the suite labels each task's family.
     config.data.balanced = True
-    labels, weights = _strata(config, suite)
+    labels, weights = strata_of(config, suite)
     assert labels == [task.family for task in suite.tasks]
     assert set(labels) == {"arithmetic", "easy", "lookup", "multihop"}
     assert weights == {"arithmetic": 1, "easy": 1, "lookup": 1, "multihop": 1}
     # data.kind_weights: a kind the world does not have, or a weight below 1, names the key.
     config.data.kind_weights.multihop = 3
-    assert _strata(config, suite)[1]["multihop"] == 3
+    assert strata_of(config, suite)[1]["multihop"] == 3
     config.data.kind_weights.multihop = 0
     with pytest.raises(ConfigError, match=r"data\.kind_weights.*positive integers"):
-        _strata(config, suite)
+        strata_of(config, suite)
     config.data.kind_weights = {"algebra": 2}
     with pytest.raises(ConfigError, match=r"data\.kind_weights.*'algebra'.*not task kinds"):
-        _strata(config, suite)
-    config.data.balanced = False
-    with pytest.raises(ConfigError, match=r"data\.kind_weights.*needs 'data.balanced'"):
-        _strata(config, suite)
+        strata_of(config, suite)
 
 
 def test_muon_trains_the_toy_recipe_and_an_unknown_optimizer_exits_2(tmp_path, capsys):
@@ -436,7 +374,7 @@ def test_the_final_evaluation_and_orchestra_eval_play_the_moving_average(tmp_pat
                                                                          monkeypatch):
     import jax
 
-    from orchestra_jax.train import evaluation
+    from orchestra_jax.eval import runner as evaluation
 
     played = []
     original = evaluation.model_outcomes
@@ -477,13 +415,13 @@ def test_unknown_chat_template_exits_2_naming_the_key(tmp_path, capsys):
 
 def test_chat_template_replaces_the_tokenizers_own_in_the_run(tmp_path):
     from orchestra_jax.tokenization import CHATML_TOOLS_TEMPLATE, named_chat_template
+    from orchestra_jax.train.builders import build_run
     from orchestra_jax.train.config import load_config
-    from orchestra_jax.train.loop import _Run
 
     config = load_config(str(REPO / "experiments" / "toolworld_tiny.py"), [
         "--config.world.train_tasks=8", "--config.world.test_tasks=4",
         "--config.world.vocabulary_tasks=40", "--config.model.chat_template=chatml_tools"])
-    run = _Run(config, tmp_path / "run")
+    run = build_run(config, tmp_path / "run")
     # The world vocabulary was trained for "compact"; the key wins, so the tool schemas and
     # the Hermes instructions are rendered.
     assert run.tokenizer.chat_template == named_chat_template("chatml_tools")
@@ -493,3 +431,73 @@ def test_chat_template_replaces_the_tokenizers_own_in_the_run(tmp_path):
         tools=[{"type": "function", "function": {"name": "search", "parameters": {}}}],
         add_generation_prompt=True)
     assert "<tools>" in prompt and '"name": "search"' in prompt
+
+
+def test_a_workdir_that_is_a_file_exits_2_and_the_file_is_untouched(tmp_path, capsys):
+    target = tmp_path / "f"
+    target.write_text("mine\n")
+    assert _train(target) == 2
+    err = capsys.readouterr().err
+    assert "--workdir" in err and "not a directory" in err and "Traceback" not in err
+    assert target.read_text() == "mine\n"
+
+
+def test_a_workdir_that_cannot_be_created_exits_2_naming_it(tmp_path, capsys):
+    parent = tmp_path / "plain_file"
+    parent.write_text("")
+    assert _train(parent / "run") == 2
+    err = capsys.readouterr().err
+    assert "--workdir" in err and "cannot be created" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through file permissions; the "
+                    "read-only check is exercised by a non-root user")
+def test_a_read_only_workdir_exits_2_naming_it(tmp_path, capsys):
+    workdir = tmp_path / "ro"
+    workdir.mkdir()
+    workdir.chmod(0o500)
+    try:
+        assert _train(workdir) == 2
+        assert "not writable" in capsys.readouterr().err
+        assert not any(workdir.iterdir())
+    finally:
+        workdir.chmod(0o700)
+
+
+def test_non_finite_updates_are_skipped_counted_and_stop_the_run_after_the_limit(tmp_path):
+    """A NaN loss (here: NaN advantages fed to the real update step from step 2 on) leaves
+    the params as they were, is counted in TensorBoard, and after
+    `train.max_nonfinite_updates` skipped updates in a row the run stops with a message; the
+    last checkpoint holds the last good params."""
+    import dataclasses
+
+    from orchestra_jax.train.config import load_config
+    from orchestra_jax.train.loop import TrainingDiverged, train
+
+    config = load_config(str(RECIPE), [*SMALL, "--config.train.steps=4",
+                                       "--config.train.keep_checkpoints=4",
+                                       "--config.filter.min_group_std=None",
+                                       "--config.train.max_nonfinite_updates=3"])
+
+    def poison_after_step_1(run, result):
+        if result.step == 1:
+            real = run.update
+
+            def poisoned(state, batch):
+                return real(state, dataclasses.replace(batch,
+                                                       advantages=batch.advantages * np.nan))
+
+            run.update = poisoned
+
+    workdir = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"train\.max_nonfinite_updates.*step 3"):
+        train(config, workdir, observer=poison_after_step_1)
+    one, two = _params(workdir, 1), _params(workdir, 2)
+    assert all(np.array_equal(one[k], two[k]) for k in one)  # step 2's updates were skipped
+    assert all(np.isfinite(v).all() for v in two.values())
+    with CheckpointManager(workdir / "checkpoints") as manager:
+        assert manager.latest_step() == 2  # step 3 stopped the run before its save
+    events = EventAccumulator(str(workdir / "tensorboard"))
+    events.Reload()
+    skipped = {e.step: e.value for e in events.Scalars("update/skipped_nonfinite")}
+    assert skipped == {1: 0.0, 2: 2.0}

@@ -13,17 +13,14 @@ from tensorboard.backend.event_processing import event_accumulator as ea
 from tensorboard.util import tensor_util
 
 from orchestra_jax.envs.base import CallRecord
-from orchestra_jax.rollout.trajectory import Trajectory, TurnSample
-from orchestra_jax.tools.results import ToolErrorKind
-from orchestra_jax.train.metrics import (
-    TAGS,
-    MetricsWriter,
-    is_documented,
+from orchestra_jax.rollout.statistics import (
     rollout_metrics,
     tool_usage_histogram,
     trajectory_markdown,
-    update_tags,
 )
+from orchestra_jax.rollout.trajectory import Trajectory, TurnSample
+from orchestra_jax.tools.results import ToolErrorKind
+from orchestra_jax.train.metrics import TAGS, MetricsWriter, is_documented, update_tags
 
 
 def _read(logdir: Path) -> ea.EventAccumulator:

@@ -22,6 +22,7 @@ from orchestra_jax.rollout.engine import grouped_episodes, run_episodes
 from orchestra_jax.rollout.requests import SamplingParams
 from orchestra_jax.rollout.sampler import Sampler
 from orchestra_jax.rollout.scripted import random_valid_call, scripted_episodes, tool_call_text
+from orchestra_jax.rollout.trajectory import TokenSequence
 from orchestra_jax.sharding import single_device_mesh
 from orchestra_jax.tokenization import (
     CHATML_TOOLS_TEMPLATE,
@@ -134,7 +135,7 @@ def test_warm_start_teaches_the_call_format_and_no_routing(tmp_path):
     graphdef, params = nnx.split(model)
     new_params, history = supervised_warm_start(
         graphdef, params, sequences, SFTConfig(steps=60, batch_size=16, lr=3e-3, seed=0),
-        mesh=mesh, rules=None, seq_len=max(len(s[0]) for s in sequences) + 8,
+        mesh=mesh, rules=None, seq_len=max(len(s) for s in sequences) + 8,
         batch_multiple=1, pad_id=tokenizer.pad_token_id)
     assert history[-1]["loss"] < 0.25 * history[0]["loss"]
     # The caller's params are untouched (the step trained its own copy).
@@ -160,8 +161,9 @@ def test_language_model_sequences_put_every_token_but_the_first_in_the_loss():
     ids = np.arange(10, 16)
     mask = np.asarray([0, 0, 0, 0, 1, 1], np.int32)
     logprobs = np.zeros(6, np.float32)
-    ((new_ids, new_mask, new_logprobs),) = language_model_sequences([(ids, mask, logprobs)])
-    np.testing.assert_array_equal(new_ids, ids)
-    np.testing.assert_array_equal(new_mask, [0, 1, 1, 1, 1, 1])
-    assert new_mask.dtype == mask.dtype and new_logprobs is logprobs
+    (new,) = language_model_sequences([TokenSequence(ids, mask, logprobs)])
+    assert isinstance(new, TokenSequence)
+    np.testing.assert_array_equal(new.token_ids, ids)
+    np.testing.assert_array_equal(new.loss_mask, [0, 1, 1, 1, 1, 1])
+    assert new.loss_mask.dtype == mask.dtype and new.logprobs is logprobs
     np.testing.assert_array_equal(mask, [0, 0, 0, 0, 1, 1])  # the input is not changed
