@@ -78,15 +78,21 @@ class LanguageModel:
         max_new_tokens: int = 64,
         temperature: float = 0.0,
         seed: int = 0,
+        stop_token_ids: Sequence[int] | None = None,
     ) -> list[str]:
-        """Continue each prompt string (raw or chat-rendered); temperature 0 is greedy."""
+        """Continue each prompt string (raw or chat-rendered); temperature 0 is greedy.
+
+        All prompts run as one batch through the compiled prefill + on-device decode loop
+        (`models.sampling`), which ends when every row has stopped. Rows stop at the
+        tokenizer's stop tokens, or at `stop_token_ids` when given (`()`: every row runs to
+        `max_new_tokens`); stop tokens are left out of the returned text.
+        """
         tok = self._require_tokenizer()
         encoded = [tok.encode(p) for p in prompts]
-        stops = tuple(tok.stop_token_ids)
+        stops = tuple(tok.stop_token_ids if stop_token_ids is None else stop_token_ids)
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        with logical_rules(self.rules or {}):
-            new = generate_tokens(self.model, self.mesh, encoded, max_new_tokens, stops, pad,
-                                  temperature, seed)
+        new = generate_tokens(self.model, self.mesh, encoded, max_new_tokens, stops, pad,
+                              temperature, seed, rules=self.rules or {})
         return [tok.decode([t for t in row if t not in stops]) for row in new]
 
     def chat(self, messages: list[dict], max_new_tokens: int = 64, **kwargs: Any) -> str:

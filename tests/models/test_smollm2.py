@@ -77,6 +77,48 @@ def test_greedy_decoding_yields_the_reference_tokens(ours, reference):
         assert new == out[0, len(prompt):].tolist()
 
 
+#: Eight questions SmolLM2 answers in under 48 tokens: every row stops on its own.
+SHORT_ANSWERS = [
+    "What is the capital of France?",
+    "What is the capital of Italy?",
+    "Name the largest planet in the solar system.",
+    "Give one synonym for 'happy'.",
+    "What is the capital of Japan?",
+    "What is the capital of Germany?",
+    "What is 2 plus 2?",
+    "What is the chemical symbol for gold?",
+]
+
+
+def test_generate_on_a_batch_of_8_stopping_naturally_equals_transformers_batched_greedy(
+        ours, reference):
+    """lm.generate's one batched call (compiled decode loop) against transformers' `generate`
+    on the same left-padded batch, each row ending at its own <|im_end|>."""
+    tokenizer, model = reference
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    rendered = [ours.tokenizer.apply_chat_template([{"role": "user", "content": q}],
+                                                   add_generation_prompt=True)
+                for q in SHORT_ANSWERS]
+    prompts = [_chat_ids(tokenizer, q) for q in SHORT_ANSWERS]
+    assert [ours.tokenizer.encode(r) for r in rendered] == prompts
+    length = max(map(len, prompts))
+    ids = np.full((len(prompts), length), im_end, np.int64)
+    mask = np.zeros_like(ids)
+    for i, row in enumerate(prompts):
+        ids[i, length - len(row):] = row
+        mask[i, length - len(row):] = 1
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                             max_new_tokens=48, do_sample=False, eos_token_id=im_end,
+                             pad_token_id=im_end)[:, length:].tolist()
+    expected = [row[: row.index(im_end) + 1] for row in out]  # every row stopped by itself
+    texts = ours.generate(rendered, max_new_tokens=48)
+    new = generate_tokens(ours.model, ours.mesh, prompts, 48, stop_token_ids=[im_end],
+                          pad_id=ours.tokenizer.pad_token_id)
+    assert new == expected
+    assert texts == [ours.tokenizer.decode(row[:-1]) for row in expected]
+
+
 def test_capital_of_france(ours):
     prompt = ours.tokenizer.apply_chat_template(
         [{"role": "user", "content": "What is the capital of France?"}],

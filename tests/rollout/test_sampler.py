@@ -209,3 +209,15 @@ def test_sharded_sampler_matches_one_device():
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
     q_proj = sharded._state["layers"][0]["attention"]["q_proj"].get_value()
     assert q_proj.sharding.spec == jax.P("fsdp", "tensor", None)
+
+
+def test_the_sampler_and_generate_tokens_run_one_engine(model, sampler):
+    """`LanguageModel.generate`'s path (models.generation) and the rollout sampler decode alike."""
+    from orchestra_jax.models import generate_tokens
+    from orchestra_jax.models.sampling import DecodeEngine
+
+    assert isinstance(sampler.engine, DecodeEngine)
+    prompts = _prompts([3, 12, 40], seed=15)
+    results = sampler.sample(prompts, SamplingParams(max_new_tokens=9, temperature=0.0))
+    rows = generate_tokens(model, single_device_mesh(), prompts, 9, pad_id=PAD)
+    assert rows == [r.token_ids for r in results]
