@@ -64,14 +64,10 @@ def decode_prompts(
     """`generate_tokens` with the engine's whole output (lengths, stop flags, log-probs)."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generation needs at least one prompt, and no empty prompt")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    row = SamplingParams(max_new_tokens=int(max_new_tokens), temperature=float(temperature))
     rules = active_rules() if rules is None else rules
     engine, state = _engine_for(model, mesh, rules, int(pad_id),
                                 tuple(int(t) for t in stop_token_ids))
-    row = SamplingParams(max_new_tokens=int(max_new_tokens), temperature=float(temperature))
     return engine.decode(state, prompts, [row] * len(prompts), stream_seed=int(seed))
 
 

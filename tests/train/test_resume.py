@@ -124,3 +124,34 @@ def test_sigterm_mid_run_saves_and_exits_zero(tmp_path):
         _, _, extra = manager.restore(summary["step"])
     assert len(extra["history"]) == summary["step"]
     assert json.loads(stdout.decode().strip().splitlines()[-1])["preempted"] is True
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before_and_resumes_exactly(
+        tmp_path, capsys):
+    """Truncating every file of the newest checkpoint (a disk filled mid-write, say) no longer
+    stops the run: it resumes from the newest checkpoint that restores, says so, keeps the
+    damaged one aside, and ends where a run that was never damaged ends."""
+    damaged = tmp_path / "damaged"
+    keep = ["--config.train.checkpoint_every=1", "--config.train.keep_checkpoints=3"]
+    assert main(["train", "--config", str(RECIPE), "--workdir", str(damaged), *SMALL, *keep,
+                 "--config.train.steps=2"]) == 0
+    for path in (damaged / "checkpoints" / "2").rglob("*"):
+        if path.is_file():
+            with open(path, "r+b") as handle:
+                handle.truncate(path.stat().st_size // 2)
+    capsys.readouterr()
+    assert main(["train", "--config", str(RECIPE), "--workdir", str(damaged), *SMALL, *keep,
+                 "--config.train.steps=3"]) == 0
+    err = capsys.readouterr().err
+    assert "step 2" in err and "damaged" in err and "resumed from step 1" in err
+    assert "Traceback" not in err and "Event loop is closed" not in err
+    assert (damaged / "checkpoints" / "damaged-2").is_dir()
+
+    straight = tmp_path / "straight"
+    assert main(["train", "--config", str(RECIPE), "--workdir", str(straight), *SMALL, *keep,
+                 "--config.train.steps=3"]) == 0
+    params, history = _final(damaged)
+    want_params, want_history = _final(straight)
+    assert _deterministic(history) == _deterministic(want_history)
+    for got, want in zip(params, want_params, strict=True):
+        np.testing.assert_array_equal(got, want)
