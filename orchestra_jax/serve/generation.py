@@ -26,21 +26,19 @@ What chunking costs and changes:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 from orchestra_jax.rollout.requests import GenerationRequest, GenerationResult, SamplingParams
-
-_SEED_SPACE = 2**64  # SamplingParams.seed must lie in [0, 2**64)
+from orchestra_jax.seeding import derive_seed
 
 
 def chunk_seed(seed: int | None, chunk: int) -> int | None:
-    """The seed of chunk `chunk` of a request seeded with `seed` (chunk 0 keeps it)."""
+    """The seed of chunk `chunk` of a request seeded with `seed` (chunk 0 keeps it, so a
+    one-chunk reply is the unchunked one); the project's one derivation, `derive_seed`."""
     if seed is None or chunk == 0:
         return seed
-    digest = hashlib.blake2b(f"{seed}:{chunk}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % _SEED_SPACE
+    return derive_seed(seed, chunk, bits=32)
 
 
 def straddling_stop(token_ids: Sequence[int], start: int,
