@@ -5,9 +5,9 @@ when it is evaluated by other harnesses (tau2, BFCL) or used as a specialist by 
 orchestrator. Requests go through the rollout `Batcher`, so concurrent clients share batches
 exactly as concurrent episodes do during RL, and the event loop keeps answering while the
 accelerator works. A reply is generated in chunks of `decode_chunk_tokens` (see
-`serve.generation`): when a client disconnects, aiohttp cancels its handler, and its row leaves
-the batch at the end of the current chunk instead of being generated to `max_tokens` for nobody;
-`/v1/stats` counts such requests as `cancelled_requests`.
+`serve.chunked_generation`): when a client disconnects, aiohttp cancels its handler, and its
+row leaves the batch at the end of the current chunk instead of being generated to
+`max_tokens` for nobody; `/v1/stats` counts such requests as `cancelled_requests`.
 
 Routes: `GET /health`, `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/chat/completions`,
 and `GET /v1/stats` (batcher flushes and rows, compilations, request counters) for operators
@@ -35,13 +35,13 @@ from typing import Any
 from aiohttp import web
 
 from orchestra_jax.rollout.requests import GenerationRequest
+from orchestra_jax.serve.chunked_generation import ChunkedGeneration
 from orchestra_jax.serve.completion import (
     build_reply,
     completion_body,
     completion_chunks,
     new_completion_id,
 )
-from orchestra_jax.serve.generation import ChunkedGeneration
 from orchestra_jax.serve.prompt import PromptBuilder, resolve_chat_template
 from orchestra_jax.serve.protocol import RequestError, parse_chat_request
 
@@ -305,7 +305,7 @@ class ChatServer:
         """Listen on `host:port` (0 picks a free port) in the running loop; return the port.
 
         `handler_cancellation`: a client that disconnects gets its handler cancelled, which is
-        what takes its row out of the batch (see `serve.generation`).
+        what takes its row out of the batch (see `serve.chunked_generation`).
         """
         runner = web.AppRunner(self.app(), handler_cancellation=True)
         await runner.setup()

@@ -1,11 +1,11 @@
-"""The host-side pieces of chunked decoding (`serve.generation`): where a stop sequence that
-straddles two chunks ends the reply, and which seed each chunk of a seeded request uses. The
-chunk loop itself runs against the real server in test_server.py."""
+"""The host-side pieces of chunked decoding (`serve.chunked_generation`): where a stop
+sequence that straddles two chunks ends the reply, and which seed each chunk of a seeded
+request uses. The chunk loop itself runs against the real server in test_server.py."""
 
 from __future__ import annotations
 
 from orchestra_jax.rollout.requests import SamplingParams
-from orchestra_jax.serve.generation import chunk_seed, straddling_stop
+from orchestra_jax.serve.chunked_generation import chunk_seed, straddling_stop
 
 
 def test_a_stop_sequence_across_the_chunk_boundary_is_cut_right_after_it():
