@@ -17,9 +17,11 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+import optax
+from flax import nnx
 
 from orchestra_jax.rewards.features import DefaultPreference
-from orchestra_jax.rl.batch import mini_batch_indices, pack_sequences, put_batch
+from orchestra_jax.rl.batch import TrainBatch, mini_batch_indices, pack_sequences, put_batch
 from orchestra_jax.rl.optimizer import set_lr_scale
 from orchestra_jax.rl.samples import AdvantageSettings, KLInReward, SampleFilters, TrainingSamples
 from orchestra_jax.rl.train_state import TrainState
@@ -91,11 +93,11 @@ class Run:
     kl_in_reward: KLInReward | None
     default_preference: DefaultPreference
     update_config: UpdateConfig
-    optimizer: Any  # optax.GradientTransformation
-    graphdef: Any  # nnx.GraphDef of the policy
+    optimizer: optax.GradientTransformation
+    graphdef: nnx.GraphDef  # the policy's structure; `state.params` are its weights
     state: TrainState
-    update: Callable[[TrainState, Any], tuple[TrainState, dict]]
-    scorer: Callable[[TrainState, Any], dict] | None
+    update: Callable[[TrainState, TrainBatch], tuple[TrainState, dict]]
+    scorer: Callable[[TrainState, TrainBatch], dict] | None
     sampler: Sampler
     batcher: Batcher
     nonfinite_in_a_row: int = 0
@@ -189,7 +191,7 @@ class Run:
         return out
 
     def _mini_batch(self, samples: TrainingSamples, chosen: np.ndarray,
-                    seq_len: int | None) -> Any:
+                    seq_len: int | None) -> TrainBatch:
         sequences = [samples.sequences[i] for i in chosen]
         critic = samples.returns is not None and samples.old_values is not None
         batch = pack_sequences(
