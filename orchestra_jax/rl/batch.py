@@ -93,27 +93,6 @@ def _checked_rows(samples: Sequence[TokenSequence]) -> list[TokenSequence]:
     return rows
 
 
-def _packed_advantages(advantages: Sequence[float] | Sequence[Sequence[float]],
-                       rows: Sequence[TokenSequence], b: int, length: int) -> np.ndarray:
-    """(B,) advantages, or (B, T) for per-token estimators (zeroed off the loss mask)."""
-    if any(np.ndim(a) == 1 for a in advantages):
-        adv = np.zeros((b, length), np.float32)
-        for i, a in enumerate(advantages):
-            a = np.asarray(a, np.float32)
-            if a.shape != (len(rows[i]),):
-                raise ValueError(f"advantages of sample {i} have shape {a.shape}, expected "
-                                 f"({len(rows[i])},) or a scalar for every sample")
-            adv[i, : len(a)] = np.where(rows[i].loss_mask != 0, a, 0.0)
-        bad = ~np.isfinite(adv).all(axis=1)
-    else:
-        adv = np.zeros((b,), np.float32)
-        adv[: len(rows)] = np.asarray(advantages, np.float32)
-        bad = ~np.isfinite(adv)
-    if bad.any():
-        raise ValueError(f"non-finite advantage at sample {int(np.argmax(bad))}")
-    return adv
-
-
 def _per_token(name: str, values: Sequence[Sequence[float]] | None,
                rows: Sequence[TokenSequence], b: int, length: int) -> np.ndarray | None:
     if values is None:
@@ -176,13 +155,22 @@ def pack_sequences(
     attention = np.zeros((b, length), np.int32)
     loss_mask = np.zeros((b, length), np.float32)
     old_logprobs = np.zeros((b, length), np.float32)
-    adv = _packed_advantages(advantages, rows, b, length)
     for i, row in enumerate(rows):
         k = len(row)
         input_ids[i, :k] = row.token_ids
         attention[i, :k] = 1
         loss_mask[i, :k] = row.loss_mask != 0
         old_logprobs[i, :k] = np.where(row.loss_mask != 0, row.logprobs, 0.0)
+    if any(np.ndim(a) == 1 for a in advantages):  # per token (GAE): zeroed off the loss mask
+        adv = np.where(loss_mask != 0, _per_token("advantages", advantages, rows, b, length), 0.0
+                       ).astype(np.float32)
+        bad = ~np.isfinite(adv).all(axis=1)
+    else:
+        adv = np.zeros((b,), np.float32)
+        adv[: len(rows)] = np.asarray(advantages, np.float32)
+        bad = ~np.isfinite(adv)
+    if bad.any():
+        raise ValueError(f"non-finite advantage at sample {int(np.argmax(bad))}")
     return TrainBatch(input_ids=input_ids, attention_mask=attention, loss_mask=loss_mask,
                       old_logprobs=old_logprobs, advantages=adv,
                       returns=_per_token("returns", returns, rows, b, length),

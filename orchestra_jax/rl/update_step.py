@@ -110,9 +110,10 @@ class UpdateConfig:
     choice_entropy_coef: float = 0.0
     choice_format_coef: float = 0.0
     #: Skip (leave params and optimizer state as they were) a step whose loss or gradient
-    #: norm is not finite. Off by default only because the select it adds changes how XLA
-    #: fuses the optimizer's arithmetic: on CPU an applied step then differs from the unguarded
-    #: one in the last bit of some parameters, so turning it on is a recipe's decision.
+    #: norm is not finite. The select it adds changes how XLA fuses the optimizer's
+    #: arithmetic: on CPU an applied step then differs from the unguarded one in the last bit
+    #: of some parameters. Off here (the library's plain step); training turns it on with
+    #: `train.skip_nonfinite_updates` (default True).
     skip_nonfinite: bool = False
 
     def validate(self) -> None:

@@ -171,9 +171,10 @@ def _log_step(run: Run, writer: MetricsWriter, result: StepResult,
                     + "\n\n---\n\n" + trajectory_markdown(best))
 
 
-def _check_finite(run: Run, step: int, checkpoint_step: int | None) -> None:
+def _check_finite(run: Run, step: int, manager: CheckpointManager) -> None:
     limit = run.updates.max_nonfinite_updates
     if run.nonfinite_in_a_row >= limit:
+        checkpoint_step = manager.latest_step()
         kept = (f"the last checkpoint (step {checkpoint_step}) is intact"
                 if checkpoint_step is not None else "no checkpoint was saved yet")
         raise TrainingDiverged(
@@ -272,7 +273,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path,
                 step_start = time.perf_counter()
                 result = rl_step(run, step, next(pipeline))
                 step = result.step
-                _check_finite(run, step, manager.latest_step())
+                _check_finite(run, step, manager)
                 metrics = step_metrics(result)
                 if config.train.eval_every and step % int(config.train.eval_every) == 0:
                     metrics.update(periodic_evaluation(run, _periodic_tasks(run), step))
