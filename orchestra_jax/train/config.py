@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import difflib
 import importlib.util
 import inspect
 import json
@@ -43,7 +42,7 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
-from orchestra_jax.train.errors import ConfigError
+from orchestra_jax.train.errors import ConfigError, close_matches
 from orchestra_jax.train.schema import free_form_keys, validate_config
 
 __all__ = [
@@ -245,26 +244,8 @@ def _all_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
     return keys
 
 
-def _close_matches(key: str, config: ml_collections.ConfigDict) -> list[str]:
-    """Existing keys that look like ``key``, best first.
-
-    Two ways to be close: the last part is a near-spelling of an existing field's name anywhere
-    (``optimizer.lrr`` or plain ``lr`` -> ``optimizer.lr``), or the whole dotted name is nearly
-    an existing one (``optimzer.lr`` -> ``optimizer.lr``).
-    """
-    known = _all_keys(config)
-    leaf = key.rsplit(".", 1)[-1]
-    scored: dict[str, float] = {}
-    for candidate in known:
-        whole = difflib.SequenceMatcher(None, key, candidate).ratio()
-        by_leaf = difflib.SequenceMatcher(None, leaf, candidate.rsplit(".", 1)[-1]).ratio()
-        if whole >= 0.85 or by_leaf >= 0.75:
-            scored[candidate] = max(whole, by_leaf) + whole / 10  # ties go to the nearer path
-    return sorted(scored, key=lambda k: -scored[k])[:5]
-
-
 def _unknown_key(key: str, config: ml_collections.ConfigDict, detail: str = "") -> ConfigError:
-    matches = _close_matches(key, config)
+    matches = close_matches(key, _all_keys(config))
     hint = (f"; did you mean {', '.join(matches)}?" if matches
             else f"; top-level keys: {', '.join(config.keys())}")
     return ConfigError(f"unknown config key {key!r}{detail}{hint}")

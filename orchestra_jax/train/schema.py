@@ -29,7 +29,6 @@ Nothing here imports jax when the module is imported; the registries that live w
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -37,7 +36,7 @@ from typing import Any
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from orchestra_jax.train.errors import ConfigError
+from orchestra_jax.train.errors import ConfigError, close_matches
 from orchestra_jax.train.schema_fields import (
     PLANNED_SOURCES,
     Field,
@@ -399,15 +398,7 @@ def _all_keys(spec: Section, prefix: str = "") -> list[str]:
 
 
 def _unknown(key: str) -> ConfigError:
-    known = _all_keys(SCHEMA)
-    leaf = key.rsplit(".", 1)[-1]
-    scored = {}
-    for candidate in known:
-        whole = difflib.SequenceMatcher(None, key, candidate).ratio()
-        by_leaf = difflib.SequenceMatcher(None, leaf, candidate.rsplit(".", 1)[-1]).ratio()
-        if whole >= 0.85 or by_leaf >= 0.75:
-            scored[candidate] = max(whole, by_leaf) + whole / 10
-    matches = sorted(scored, key=lambda k: -scored[k])[:5]
+    matches = close_matches(key, _all_keys(SCHEMA))
     hint = f"; did you mean {', '.join(matches)}?" if matches else ""
     return ConfigError(f"unknown config key {key!r} (not in orchestra_jax.train.schema){hint}")
 
