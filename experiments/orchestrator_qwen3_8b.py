@@ -1,5 +1,7 @@
 """orchestra train --config experiments/orchestrator_qwen3_8b.py --workdir gs://BUCKET/orch8b \
-    --config.model.path=/checkpoints/Qwen3-8B --config.data.path=/data/orchestra/train.jsonl
+    --config.model.path=/checkpoints/Qwen3-8B --config.data.path=/data/orchestra/train.jsonl \
+    --config.experts.file=/data/orchestra/experts.json \
+    --config.search.corpus=/data/orchestra/corpus.jsonl
 
 The paper's recipe: ToolOrchestra's Orchestrator-8B, GRPO from Qwen3-8B with the outcome +
 efficiency + preference reward, with the hyper-parameters of the released training script.
@@ -18,7 +20,21 @@ Inputs the user gives:
 * model.path: a local (or mounted) directory with the Hugging Face Qwen/Qwen3-8B checkpoint
   (config.json, *.safetensors, tokenizer.json). The default "/checkpoints/Qwen3-8B" is a
   placeholder that names where to put it; it also initialises the frozen KL reference.
-* data.path: the training tasks (the paper mixes qa tasks with ToolScale func_call tasks).
+* data.path: the training tasks (the paper mixes qa tasks with ToolScale func_call tasks):
+  the released training records (per-task alias mapping, prices, tool subsets and preference
+  vector) or plain {id, question, answer} rows; func_call rows are reported and skipped until
+  the tau2 environment lands.
+* experts.file: JSON, expert name -> {model, endpoint (OpenAI-compatible base URL: vLLM,
+  SGLang, NIM, llama.cpp, `orchestra serve`), api_key_env, timeout_s, price}; the records'
+  model_mapping values are these names, and "judge" names the grader.
+* search.corpus: the retrieval corpus, JSONL {id, title, text}.
+
+On a CPU, with a tiny Hugging Face checkpoint and local experts, one real step runs
+(tests/train/test_qa_setting.py): --config.model.path=TINY_HF_DIR --config.mesh.shape="(1,1,1)"
+--config.model.dtype=float32 --config.model.scan_layers=False --config.rollout.prompts_per_step=1
+--config.rollout.group_size=2 --config.rollout.max_turns=2 --config.rollout.max_new_tokens=16
+--config.rollout.max_prompt_tokens=2048 --config.train.steps=1 --config.train.mini_batch_size=2
+plus the data, experts and corpus paths.
 
 Numbers (released training script; see the project's method notes, section 4):
 16 prompts x 8 rollouts per step; prompts up to 24,000 tokens, 8,768 new tokens per turn,
@@ -96,5 +112,12 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.data.source = "qa"
     config.data.path = "/data/orchestra/train.jsonl"
+    config.data.bad_rows = "skip"  # a bad record is reported and left out, not a lost job
+    config.experts.file = "/data/orchestra/experts.json"
+    config.experts.orchestrator_model = "qwen3-8b"  # its own tokens, as the release accounts
+    config.experts.max_tokens = 8192
+    config.search.corpus = "/data/orchestra/corpus.jsonl"
+    config.search.k = 5
+    config.judge.expert = "judge"  # an entry of the experts file (the paper: an LLM judge)
 
     return config

@@ -7,6 +7,8 @@
                               [--config.a.b=value | --config.a.b value ...]
     orchestra eval            every policy on held-out tasks: --config FILE[:ARG]
                               --checkpoint DIR --out FILE [--config.a.b=value ...]
+    orchestra export          a run's trained policy as a Hugging Face directory:
+                              --workdir DIR --out DIR [--step N]
 
 Each sub-command imports its rooms when it runs, so `orchestra --help` and a mistyped command
 answer without loading jax.
@@ -108,6 +110,13 @@ def _eval(args: argparse.Namespace) -> int:
     return evaluate_from_cli(args.config, args.checkpoint, args.out, args.overrides)
 
 
+def _export(args: argparse.Namespace) -> int:
+    from orchestra_jax.train.export import export_from_cli
+
+    configure_cli_logging()
+    return export_from_cli(args.workdir, args.out, args.step)
+
+
 _CONFIG_HELP = ("experiment file with get_config() (experiments/*.py); FILE:ARG calls "
                 "get_config(ARG) with the string ARG (ml_collections.config_flags' convention)")
 _OVERRIDES_HELP = ("Any config field can be overridden: --config.a.b=value or --config.a.b "
@@ -159,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="OpenAI-compatible chat-completions server")
     serve.add_argument("--model", default="smollm2-135m-instruct",
-                       help="packaged model name, .gguf file or HF checkpoint directory")
+                       help="packaged model name, .gguf file, HF checkpoint directory, "
+                            "Hugging Face hub id (org/name: local cache first), or a run's "
+                            "workdir (its latest policy, exported once to WORKDIR/export/)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     serve.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -207,6 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
                                "directory in Hugging Face layout (e.g. <workdir>/sft)")
     evaluate.add_argument("--out", required=True, metavar="FILE", help="the JSON to write")
     evaluate.set_defaults(run=_eval, overrides=[])
+
+    export = sub.add_parser(
+        "export", help="write a run's trained policy as a Hugging Face directory (safetensors, "
+                       "config, tokenizer, chat template) for transformers, vLLM or serve",
+        epilog="The policy is the moving average when the run keeps one (train.ema_decay).")
+    export.add_argument("--workdir", required=True, metavar="DIR",
+                        help="the run directory of `orchestra train`")
+    export.add_argument("--out", required=True, metavar="DIR",
+                        help="the directory to write (absent, empty, or an earlier export)")
+    export.add_argument("--step", type=int, metavar="N",
+                        help="the checkpoint step to export (default: the latest)")
+    export.set_defaults(run=_export)
     return parser
 
 

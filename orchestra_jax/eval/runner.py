@@ -14,7 +14,8 @@ What `summary.json` gets from here (tools read these keys):
     {"policies": {NAME: policy_table(...)},       # trained, sft, random, route:...
      "best_fixed_route": NAME,                      # the route with the highest accuracy
      "preference_eval": {PREF: {"accuracy", "frontier_call_share", ...}},
-     "pareto_png": path, "trained_params": ..., "eval_s": seconds}
+     "pareto_png": path, "trajectories": {NAME: path of its per-task lines},
+     "trained_params": ..., "eval_s": seconds}
 
 The runner needs a `PolicyRun` (the training run satisfies it): it never builds or loads a
 model itself, so it imports nothing from `train`.
@@ -30,6 +31,7 @@ from typing import Any, Protocol
 
 from orchestra_jax.eval.plots import pareto_plot
 from orchestra_jax.eval.results import EpisodeOutcome, call_share, outcome_of, policy_table
+from orchestra_jax.eval.trajectory_files import write_trajectories
 from orchestra_jax.rollout.requests import SamplingParams
 from orchestra_jax.rollout.scripted import ChooseTurn, scripted_episodes
 from orchestra_jax.rollout.statistics import rollout_metrics
@@ -49,7 +51,9 @@ class EvalSpec:
     `family_of(task)`: the family a task reports under. `scripted`: name -> a factory of one
     episode's chooser (`"random"`, `"route:..."`). `preference_tasks`: name -> the same
     held-out tasks under that preference instruction. `frontier_alias`: the alias whose share
-    of calls `preference_eval` reports."""
+    of calls `preference_eval` reports. `variants`: name -> the same held-out tasks changed in
+    some way (qa: every alias mapped to one expert), played by the trained model and reported
+    as policies of their own."""
 
     tasks: Sequence[Any]
     aliases: tuple[str, ...]
@@ -57,6 +61,7 @@ class EvalSpec:
     scripted: Mapping[str, Callable[[Any], ChooseTurn]]
     preference_tasks: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
     frontier_alias: str | None = None
+    variants: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
 
     def first(self, limit: int | None) -> EvalSpec:
         """The same evaluation on the first `limit` tasks (None: all)."""
@@ -65,7 +70,8 @@ class EvalSpec:
         return dataclasses.replace(
             self, tasks=list(self.tasks)[: int(limit)],
             preference_tasks={k: list(v)[: int(limit)]
-                              for k, v in self.preference_tasks.items()})
+                              for k, v in self.preference_tasks.items()},
+            variants={k: list(v)[: int(limit)] for k, v in self.variants.items()})
 
 
 class PolicyRun(Protocol):
@@ -96,38 +102,49 @@ def _outcomes(run: PolicyRun, spec: EvalSpec, tasks: Sequence[Any],
 
 
 def model_outcomes(run: PolicyRun, spec: EvalSpec, tasks: Sequence[Any], step: int,
-                   ) -> list[EpisodeOutcome]:
-    """The run's current sampler parameters, greedy, one episode per task."""
+                   keep: list[Trajectory] | None = None) -> list[EpisodeOutcome]:
+    """The run's current sampler parameters, greedy, one episode per task (the trajectories
+    are appended to `keep` when given)."""
     trajectories = run.episodes(tasks, 1, run.sampling(step, greedy=True))
+    if keep is not None:
+        keep.extend(trajectories)
     return _outcomes(run, spec, tasks, trajectories)
 
 
 def scripted_outcomes(run: PolicyRun, spec: EvalSpec, tasks: Sequence[Any], name: str,
-                      ) -> list[EpisodeOutcome]:
-    """The scripted policy `name` of the spec, one episode per task."""
+                      keep: list[Trajectory] | None = None) -> list[EpisodeOutcome]:
+    """The scripted policy `name` of the spec, one episode per task (kept as above)."""
     r = run.rollout
     trajectories = run_coroutine(scripted_episodes(
         tasks, run.suite.make_env, tokenizer=run.tokenizer, executor=run.suite.make_executor(),
         choose_for=spec.scripted[name], seed=run.seed, max_turns=r.max_turns,
         timeout_s=r.episode_timeout_s, max_prompt_tokens=r.max_prompt_tokens))
+    if keep is not None:
+        keep.extend(trajectories)
     return _outcomes(run, spec, tasks, trajectories)
 
 
 def _model_policies(run: PolicyRun, spec: EvalSpec, step: int, base_params: Any | None,
-                    log: Callable[[str], None]) -> dict[str, list[EpisodeOutcome]]:
-    """"trained" (and "sft" from `base_params`); the sampler ends holding the trained."""
+                    log: Callable[[str], None], kept: dict[str, list[Trajectory]],
+                    ) -> dict[str, list[EpisodeOutcome]]:
+    """"trained" (and "sft" from `base_params`), then the spec's variants played by the
+    trained; the sampler ends holding the trained."""
     tasks = list(spec.tasks)
     trained_params = run.policy_params
     run.sampler.update_params(trained_params, version=step)
-    outcomes = {"trained": model_outcomes(run, spec, tasks, step)}
+    outcomes = {"trained": model_outcomes(run, spec, tasks, step, kept.setdefault("trained", []))}
     log(f"eval: trained on {len(tasks)} tasks")
     if base_params is not None:
         run.sampler.update_params(base_params, version=-1)
         try:
-            outcomes["sft"] = model_outcomes(run, spec, tasks, step)
+            outcomes["sft"] = model_outcomes(run, spec, tasks, step, kept.setdefault("sft", []))
         finally:
             run.sampler.update_params(trained_params, version=step)
         log("eval: sft")
+    for name, variant_tasks in spec.variants.items():
+        outcomes[name] = model_outcomes(run, spec, list(variant_tasks), step,
+                                        kept.setdefault(name, []))
+        log(f"eval: {name}")
     return outcomes
 
 
@@ -152,10 +169,13 @@ def evaluate_policies(run: PolicyRun, spec: EvalSpec, *, step: int, base_params:
     `base_params` are the warm-started parameters ("sft"; None: no such policy, and the
     preference score uses the trained policy as its own base). The sampler is left holding
     the trained parameters."""
-    outcomes = _model_policies(run, spec, step, base_params, log)
+    kept: dict[str, list[Trajectory]] = {}
+    outcomes = _model_policies(run, spec, step, base_params, log, kept)
     for name in spec.scripted:
-        outcomes[name] = scripted_outcomes(run, spec, list(spec.tasks), name)
+        outcomes[name] = scripted_outcomes(run, spec, list(spec.tasks), name,
+                                           kept.setdefault(name, []))
     log(f"eval: {len(spec.scripted)} scripted policies")
+    files = write_trajectories(kept, out_dir)
     base = outcomes.get("sft", outcomes["trained"])
     policies = {name: policy_table(o, spec.aliases, base=base) for name, o in outcomes.items()}
     routes = [n for n in policies if n.startswith("route:")]
@@ -164,7 +184,7 @@ def evaluate_policies(run: PolicyRun, spec: EvalSpec, *, step: int, base_params:
     preference_eval = _preference_eval(run, spec, step, base)
     png = pareto_plot(policies, out_dir / "pareto.png")
     return {"policies": policies, "best_fixed_route": best, "preference_eval": preference_eval,
-            "pareto_png": str(png)}
+            "pareto_png": str(png), "trajectories": files}
 
 
 def final_evaluation(run: PolicyRun, spec: EvalSpec, *, step: int, base_params: Any | None,

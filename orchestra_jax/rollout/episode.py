@@ -312,6 +312,13 @@ async def run_episode(
     return trajectory
 
 
+async def release(executor: Any) -> None:
+    """Let `executor` close what it holds on this event loop (`aclose`, when it has one)."""
+    close = getattr(executor, "aclose", None)
+    if close is not None:
+        await close()
+
+
 async def _within(step: Awaitable[Any], timeout_s: float) -> tuple[bool, Any]:
     """(True, result) of `step`, or (False, None) once it has run `timeout_s` (then cancelled).
 
@@ -339,6 +346,9 @@ def _finish(trajectory: Trajectory, env: Environment) -> None:
     try:
         trajectory.done = bool(env.done)
         trajectory.outcome = float(env.outcome())
+        info = getattr(env, "episode_info", None)
+        if info is not None:
+            trajectory.info = dict(info())
     except Exception as err:
         trajectory.outcome = 0.0
         if trajectory.error is None:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from orchestra_jax.envs.base import Environment
-from orchestra_jax.rollout.episode import run_episode
+from orchestra_jax.rollout.episode import release, run_episode
 from orchestra_jax.rollout.requests import GenerationRequest, GenerationResult, SamplingParams
 from orchestra_jax.rollout.trajectory import Trajectory
 from orchestra_jax.seeding import derive_seed
@@ -131,7 +131,10 @@ async def scripted_episodes(
                                      timeout_s=timeout_s, max_prompt_tokens=max_prompt_tokens,
                                      group=index)
 
-    return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(tasks))))
+    try:
+        return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(tasks))))
+    finally:
+        await release(executor)
 
 
 __all__ = ["FixedRoute", "ScriptedTurns", "random_valid_call", "scripted_episodes",

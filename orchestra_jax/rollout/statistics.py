@@ -60,6 +60,17 @@ def rollout_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
     for kind, count in sorted(Counter(failed).items()):
         out[f"train/tool_errors/{kind}"] = count / n
 
+    judged = [t.info for t in trajectories if "verdict_method" in t.info]
+    if judged:  # environments that grade answers (qa): how, and how often the judge failed
+        for method, count in sorted(Counter(str(i["verdict_method"]) for i in judged).items()):
+            out[f"train/verdicts/{method}"] = count / n
+        errors = Counter(str(i["judge_error"]) for i in judged if i.get("judge_error"))
+        out["train/judge_error_rate"] = sum(errors.values()) / n
+        for kind, count in sorted(errors.items()):
+            out[f"train/judge_errors/{kind}"] = count / n
+    if any(t.policy_cost_usd for t in trajectories):
+        out["train/policy_cost_usd"] = mean(t.policy_cost_usd for t in trajectories)
+
     samples = [s for t in trajectories for s in t.samples]
     if samples:
         bad_turns = sum(1 for s in samples if s.malformed or s.format_errors)

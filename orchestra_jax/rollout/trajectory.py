@@ -125,12 +125,24 @@ class Trajectory:
     error: str | None = None
     wall_s: float = 0.0
     group: int | None = None  # index of the task within a batch: GRPO normalises per group
+    #: What the policy's own tokens cost at its model's price (0 unless the environment
+    #: prices the orchestrator, as the qa setting does: the release's accounting).
+    policy_cost_usd: float = 0.0
+    #: What the environment says about the episode beyond the outcome (qa: how the answer
+    #: was graded, the judge's error kind), from its optional `episode_info()`.
+    info: dict[str, Any] = field(default_factory=dict)
 
     # ---- totals ---------------------------------------------------------------------------
 
     @property
     def cost_usd(self) -> float:
-        """Money the tools spent (experts' tokens, sandbox seconds, search fees)."""
+        """Money the episode spent: the tools (experts' tokens, sandbox seconds, search fees)
+        plus the policy's own tokens when they are priced (`policy_cost_usd`)."""
+        return float(sum(r.cost_usd for r in self.records)) + self.policy_cost_usd
+
+    @property
+    def tool_cost_usd(self) -> float:
+        """Money the tools alone spent."""
         return float(sum(r.cost_usd for r in self.records))
 
     @property
@@ -223,12 +235,14 @@ class Trajectory:
             "error": _clip(self.error) if self.error else None,
             "wall_s": round(self.wall_s, 4),
             "cost_usd": self.cost_usd,
+            "policy_cost_usd": self.policy_cost_usd,
             "latency_s": round(self.latency_s, 4),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "tool_tokens_in": self.tool_tokens_in,
             "tool_tokens_out": self.tool_tokens_out,
             "malformed_turns": self.malformed_turns,
+            "info": dict(self.info),
             "samples": [s.to_dict() for s in self.samples],
             "records": [_record_dict(r) for r in self.records],
         }

@@ -386,7 +386,12 @@ def load_chat_server(
     seed: int = 0,
     decode_chunk_tokens: int | None = None,
 ) -> ChatServer:
-    """Load `model` (a packaged name, a .gguf, a HF directory) and wrap it in a `ChatServer`.
+    """Load `model` (a packaged name, a .gguf, a HF directory, a hub id, or a run's workdir)
+    and wrap it in a `ChatServer`.
+
+    A run's workdir (`orchestra train`'s: config.json and checkpoints/) serves its latest
+    policy: exported once to `WORKDIR/export/step_N` (`train.export.cached_export`) and
+    reused while no newer checkpoint exists; the served name defaults to the workdir's.
 
     `chat_template` is a name in `tokenization.NAMED_CHAT_TEMPLATES` or a Jinja file; anything
     else is refused before the model loads. `decode_chunk_tokens` None means
@@ -415,6 +420,8 @@ def load_chat_server(
     from orchestra_jax.models import load_pretrained
     from orchestra_jax.rollout.sampler import Sampler
 
+    name = served_model_name or _default_name(model)
+    model = _run_policy(model)
     if _is_random_preset(model):  # refuse before spending seconds initialising weights
         raise ServeError(
             f"model {str(model)!r} is a preset with random weights and no tokenizer; "
@@ -438,11 +445,27 @@ def load_chat_server(
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     sampler = Sampler(lm.model, lm.mesh, rules=lm.rules, pad_id=pad,
                       stop_token_ids=tok.stop_token_ids, seed=seed)
-    name = served_model_name or _default_name(model)
     return ChatServer(tok, sampler, model_name=name, context_length=context,
                       max_batch_size=max_batch_size, max_wait_s=max_wait_s,
                       default_max_tokens=default_max_tokens, chat_template=chat_template,
                       api_key=api_key, decode_chunk_tokens=decode_chunk_tokens)
+
+
+def _run_policy(model: str | Path) -> str | Path:
+    """A run's workdir as the directory of its latest exported policy; anything else as is."""
+    from orchestra_jax.train.export import cached_export, is_run_directory
+
+    if not is_run_directory(model):
+        return model
+    from orchestra_jax.train.checkpoint import CheckpointError
+    from orchestra_jax.train.errors import ConfigError
+
+    try:
+        done = cached_export(model)
+    except (ConfigError, CheckpointError) as err:
+        raise ServeError(f"--model {model}: cannot export the run's policy: {err}") from None
+    log.info("serving step %d of run %s from %s", done.step, done.workdir, done.directory)
+    return done.directory
 
 
 def _is_random_preset(model: str | Path) -> bool:

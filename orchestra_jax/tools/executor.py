@@ -102,6 +102,7 @@ class ToolExecutor:
         tool_timeouts_s: Mapping[str, float] | None = None,
         retry: RetryPolicy = RetryPolicy(),  # frozen, hence safe as a default
         seed: int | None = None,
+        closers: tuple[Callable[[], Awaitable[None]], ...] = (),
     ):
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
@@ -119,6 +120,7 @@ class ToolExecutor:
         self._tool_timeouts_s = {name: float(s) for name, s in (tool_timeouts_s or {}).items()}
         self._retry = retry
         self._rng = random.Random(seed)
+        self._closers = tuple(closers)
         # Counters for stats(); plain ints because everything runs on one event loop thread.
         self._calls = 0
         self._attempts = 0
@@ -132,6 +134,13 @@ class ToolExecutor:
         self._tool_peak_in_flight: Counter[str] = Counter()
 
     # ------------------------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Release what the tools hold that is bound to the running event loop (the experts'
+        HTTP sessions, through `closers`): the episode runners call it when their loop ends,
+        so no session outlives its loop; a later run opens fresh ones."""
+        for close in self._closers:
+            await close()
+
     async def run(
         self,
         tool: str,

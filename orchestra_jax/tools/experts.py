@@ -160,6 +160,38 @@ class ExpertPool:
         except (KeyError, ValueError) as exc:
             raise ValueError(f"{where}: bad 'price' {dict(override)!r}: {exc}") from None
 
+    def for_task(
+        self, mapping: Mapping[str, str] | None, prices: Mapping[str, Price] | None = None
+    ) -> ExpertPool:
+        """The pool one task sees: its aliases, each bound to a named expert of this pool.
+
+        A released task maps the aliases the policy sees (`search-1`, `expert-2`) to expert
+        *names* (this pool's keys, the experts file's names), per task; `mapping` None keeps
+        the names themselves as aliases. Each alias shares the named expert's client and model
+        (no new connection per task) and is priced `prices[model]`, else `prices[name]`, else
+        the named expert's own price: a task's price schedule beats the experts file. An alias
+        naming an expert this pool lacks is a `KeyError` naming the alias, the name and the
+        known names. The view shares clients: close the base pool, not the view.
+        """
+        prices = prices or {}
+        pairs = mapping.items() if mapping is not None else ((n, n) for n in self._experts)
+        experts = []
+        for alias, name in pairs:
+            base = self._experts.get(name) if isinstance(name, str) else None
+            if base is None:
+                raise KeyError(
+                    f"alias {alias!r} maps to expert {name!r}, which the pool lacks; "
+                    f"known experts: {', '.join(self.aliases())}"
+                )
+            price = prices.get(base.model, prices.get(name, base.price))
+            if not isinstance(price, Price):
+                raise TypeError(
+                    f"alias {alias!r}: the price of {base.model!r} must be a Price, "
+                    f"got {type(price).__name__}"
+                )
+            experts.append(Expert(alias=alias, model=base.model, client=base.client, price=price))
+        return ExpertPool(experts)
+
     def __getitem__(self, alias: str) -> Expert:
         try:
             return self._experts[alias]

@@ -14,6 +14,11 @@ Why it looks like this:
 - `bm25s` imports jax at import time when it can find it (only to pick a top-k backend). The
   tools room is host code that must not pull jax in, so the import below hides jax from it when
   jax is not loaded yet, and retrieval always asks for the numpy backend.
+- A task may restrict retrieval to an allow-list of document ids (the released qa records each
+  search their own slice of Wikipedia). Filtering a top-k afterwards would return fewer than k
+  hits, or none, while allowed documents match; instead the allow-list becomes a BM25 weight
+  mask, so scoring itself sees only the allowed documents and k is honoured among them.
+  Queries of one batch with different allow-lists are scored in one retrieve call per list.
 - `bm25s` also sets its own logger to DEBUG when imported; the import below undoes that, so
   building an index prints nothing unless the application's logging asks for DEBUG.
 """
@@ -31,7 +36,8 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +49,7 @@ _CACHE_FORMAT = 1  # bump when the on-disk layout or tokenisation changes
 _HASH_CHUNK = 1 << 20
 _IMPORT_LOCK = threading.Lock()
 _BM25S_LOGGER_RESET = False  # whether bm25s' self-set DEBUG level was undone
+_MASKS_KEPT = 256  # allow-list masks remembered per index (a group's rollouts share one)
 
 
 def _import_bm25s() -> Any:
@@ -171,6 +178,7 @@ class _Request:
     query: str
     k: int
     future: asyncio.Future[list[SearchHit]]
+    allow: frozenset[str] | None = None
 
 
 class _LoopBatcher:
@@ -213,18 +221,11 @@ class _LoopBatcher:
                 batch = [r for r in batch if not r.future.done()]  # callers that gave up
                 if not batch:
                     continue
-                queries = [r.query for r in batch]
-                k = max(r.k for r in batch)
-                try:
-                    results = await asyncio.to_thread(self.owner._retrieve, queries, k)
-                except Exception as err:
-                    for request in batch:
-                        if not request.future.done():
-                            request.future.set_exception(err)
-                else:
-                    for request, hits in zip(batch, results, strict=True):
-                        if not request.future.done():
-                            request.future.set_result(hits[: request.k])
+                groups: dict[frozenset[str] | None, list[_Request]] = {}
+                for request in batch:  # one retrieve call per allow-list (one mask each)
+                    groups.setdefault(request.allow, []).append(request)
+                for allow, group in groups.items():
+                    await self._serve(group, allow)
                 batch = []
         finally:
             # Cancelled (the loop is shutting down): nobody will serve the rest.
@@ -233,6 +234,21 @@ class _LoopBatcher:
                     request.future.cancel()
             if self.worker is asyncio.current_task():
                 self.worker = None
+
+    async def _serve(self, group: list[_Request], allow: frozenset[str] | None) -> None:
+        queries = [r.query for r in group]
+        k = max(r.k for r in group)
+        args = (queries, k) if allow is None else (queries, k, allow)
+        try:
+            results = await asyncio.to_thread(self.owner._retrieve, *args)
+        except Exception as err:
+            for request in group:
+                if not request.future.done():
+                    request.future.set_exception(err)
+        else:
+            for request, hits in zip(group, results, strict=True):
+                if not request.future.done():
+                    request.future.set_result(hits[: request.k])
 
 
 class LocalSearch:
@@ -277,6 +293,8 @@ class LocalSearch:
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.index_dir = root / self.cache_key
         self._retriever, self.cache_hit = self._load_or_build()
+        self._positions: dict[str, int] | None = None  # doc id -> index row, built on demand
+        self._masks: OrderedDict[frozenset[str], Any] = OrderedDict()
         self.build_s = time.perf_counter() - started
 
     def __len__(self) -> int:
@@ -337,8 +355,30 @@ class LocalSearch:
 
     # -- retrieval -----------------------------------------------------------------------------
 
-    def _retrieve(self, queries: Sequence[str], k: int) -> list[list[SearchHit]]:
-        """Score a batch of queries with one `retrieve` call (runs in a worker thread)."""
+    def _mask(self, allow: frozenset[str]) -> Any:
+        """The BM25 weight mask of an allow-list: 1 for allowed documents, 0 elsewhere (ids
+        the corpus lacks are ignored: they can never come back). Call under `_lock`."""
+        mask = self._masks.get(allow)
+        if mask is not None:
+            self._masks.move_to_end(allow)
+            return mask
+        import numpy as np  # bm25s' own dependency
+
+        if self._positions is None:
+            self._positions = {d.doc_id: i for i, d in enumerate(self.documents)}
+        mask = np.zeros(len(self.documents), dtype=np.float32)
+        rows = [self._positions[d] for d in allow if d in self._positions]
+        mask[rows] = 1.0
+        self._masks[allow] = mask
+        if len(self._masks) > _MASKS_KEPT:
+            self._masks.popitem(last=False)
+        return mask
+
+    def _retrieve(
+        self, queries: Sequence[str], k: int, allow: frozenset[str] | None = None
+    ) -> list[list[SearchHit]]:
+        """Score a batch of queries with one `retrieve` call (runs in a worker thread); with
+        `allow`, only those documents are scored."""
         for query in queries:
             if not isinstance(query, str):
                 raise TypeError(f"a search query must be a string, got {type(query).__name__}")
@@ -347,16 +387,18 @@ class LocalSearch:
         k = max(1, min(int(k), len(self.documents)))
         tokens = self._tokenize(queries, return_ids=False)
         with self._lock:
+            mask = None if allow is None else self._mask(allow)
             self.retrieve_calls += 1
             indices, scores = self._retriever.retrieve(
-                tokens, k=k, backend_selection="numpy", show_progress=False, n_threads=0
-            )
+                tokens, k=k, backend_selection="numpy", show_progress=False, n_threads=0,
+                weight_mask=mask,
+            )  # fmt: skip
         out: list[list[SearchHit]] = []
         for row_idx, row_scores in zip(indices, scores, strict=True):
             hits = []
             for idx, score in zip(row_idx.tolist(), row_scores.tolist(), strict=True):
                 if score <= 0.0:
-                    continue  # no query term in the document: not a hit
+                    continue  # no query term in the document (or not allowed): not a hit
                 doc = self.documents[idx]
                 hits.append(
                     SearchHit(doc_id=doc.doc_id, title=doc.title, text=doc.text, score=float(score))
@@ -364,22 +406,29 @@ class LocalSearch:
             out.append(hits)
         return out
 
-    def search_many(self, queries: Sequence[str], k: int = 10) -> list[list[SearchHit]]:
-        """Top-`k` hits for each query, best first, with one retrieve call."""
+    def search_many(
+        self, queries: Sequence[str], k: int = 10, *, doc_ids: Collection[str] | None = None
+    ) -> list[list[SearchHit]]:
+        """Top-`k` hits for each query, best first, with one retrieve call; `doc_ids` (an
+        allow-list) restricts the hits to those documents."""
         _check_k(k)
-        return self._retrieve(list(queries), k)
+        return self._retrieve(list(queries), k, _check_allow(doc_ids))
 
-    async def search(self, query: str, k: int = 10) -> list[SearchHit]:
-        """Top-`k` hits for `query`, best first; batched with concurrent callers."""
+    async def search(
+        self, query: str, k: int = 10, *, doc_ids: Collection[str] | None = None
+    ) -> list[SearchHit]:
+        """Top-`k` hits for `query`, best first; batched with concurrent callers. `doc_ids`
+        (an allow-list; None: the whole corpus) returns only those documents, still up to `k`."""
         _check_k(k)
         if not isinstance(query, str):
             raise TypeError(f"a search query must be a string, got {type(query).__name__}")
+        allow = _check_allow(doc_ids)
         loop = asyncio.get_running_loop()
         batcher = self._batchers.get(loop)
         if batcher is None:
             batcher = self._batchers[loop] = _LoopBatcher(self)
         future: asyncio.Future[list[SearchHit]] = loop.create_future()
-        batcher.submit(_Request(query, k, future))
+        batcher.submit(_Request(query, k, future, allow))
         return await future
 
     def __repr__(self) -> str:
@@ -387,6 +436,14 @@ class LocalSearch:
             f"LocalSearch({str(self.corpus_path)!r}, docs={len(self.documents)}, "
             f"cache_hit={self.cache_hit})"
         )
+
+
+def _check_allow(doc_ids: Collection[str] | None) -> frozenset[str] | None:
+    if doc_ids is None:
+        return None
+    if isinstance(doc_ids, str) or not all(isinstance(d, str) for d in doc_ids):
+        raise TypeError(f"doc_ids must be a collection of document ids, got {doc_ids!r}")
+    return doc_ids if isinstance(doc_ids, frozenset) else frozenset(doc_ids)
 
 
 def _check_k(k: int) -> None:

@@ -23,10 +23,12 @@ and its observation says what went wrong, so the policy learns that expert is a 
 
 from __future__ import annotations
 
+import copy
+import inspect
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -57,7 +59,8 @@ class Retriever(Protocol):
     """What `search` needs from a retriever (`LocalSearch`, `WebSearch`).
 
     A retriever that charges per query also has `cost_usd(hits) -> float` (as `WebSearch`
-    does); one without it is free.
+    does); one without it is free. A task with a retrieval allow-list needs a retriever whose
+    `search` takes `doc_ids=` (as `LocalSearch` does).
     """
 
     async def search(self, query: str, k: int = ...) -> list[SearchHit]: ...
@@ -310,6 +313,11 @@ class QATools:
 
     `latencies` (alias -> seconds) overrides what the tool descriptions say about latency;
     without it a simulated expert's profile gives it and a real endpoint's goes unmentioned.
+
+    Per-task settings (the released records' prices and allow-lists): `sandbox_usd_per_second`
+    prices sandbox time; `search_usd_per_query`, when given, is what one search costs, in place
+    of the retriever's own fee; `doc_ids` restricts retrieval to those documents. `for_task`
+    derives the tools of one task from the shared ones.
     """
 
     def __init__(
@@ -325,6 +333,9 @@ class QATools:
         max_doc_chars: int = 1_500,
         max_output_chars: int = 4_000,
         latencies: Mapping[str, float] | None = None,
+        sandbox_usd_per_second: float = SANDBOX_USD_PER_SECOND,
+        search_usd_per_query: float | None = None,
+        doc_ids: Collection[str] | None = None,
     ) -> None:
         if search_k < 1:
             raise ValueError(f"search_k must be >= 1, got {search_k}")
@@ -340,6 +351,41 @@ class QATools:
         self.max_doc_chars = max_doc_chars
         self.max_output_chars = max_output_chars
         self.latencies = dict(latencies or {})
+        self.sandbox_usd_per_second = _fee(sandbox_usd_per_second, "sandbox_usd_per_second")
+        self.search_usd_per_query = (
+            None
+            if search_usd_per_query is None
+            else _fee(search_usd_per_query, "search_usd_per_query")
+        )
+        self.doc_ids: frozenset[str] | None = None
+        if doc_ids is not None:
+            self.doc_ids = _allow_list(doc_ids, retriever)
+
+    def for_task(
+        self,
+        *,
+        experts: ExpertPool | None = None,
+        sandbox_usd_per_second: float | None = None,
+        search_usd_per_query: float | None = None,
+        doc_ids: Collection[str] | None = None,
+    ) -> QATools:
+        """These tools (same retriever, sandbox and limits; a subclass stays itself) with one
+        task's pool, basic-tool prices and retrieval allow-list; None keeps this one's.
+
+        ValueError for a bad price, or for an allow-list given a retriever that cannot honour
+        one (a `search` without a `doc_ids` parameter).
+        """
+        derived = copy.copy(self)
+        derived.latencies = dict(self.latencies)
+        if experts is not None:
+            derived.experts = experts
+        if sandbox_usd_per_second is not None:
+            derived.sandbox_usd_per_second = _fee(sandbox_usd_per_second, "sandbox_usd_per_second")
+        if search_usd_per_query is not None:
+            derived.search_usd_per_query = _fee(search_usd_per_query, "search_usd_per_query")
+        if doc_ids is not None:
+            derived.doc_ids = _allow_list(doc_ids, self.retriever)
+        return derived
 
     # -- description for the policy --------------------------------------------------------------
 
@@ -359,19 +405,35 @@ class QATools:
             )
         return line
 
-    def schemas(self, aliases: Sequence[str]) -> list[dict[str, Any]]:
-        """OpenAI-format schemas of the three tools, `model` restricted to `aliases`."""
-        roster = "; ".join(self.alias_line(a) for a in aliases)
+    def schemas(
+        self,
+        aliases: Sequence[str],
+        tool_aliases: Mapping[str, Sequence[str]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """OpenAI-format schemas of the tools, `model` restricted to `aliases`.
+
+        `tool_aliases` (tool -> the aliases it accepts; an empty sequence: every alias) offers
+        only its tools, each with its own enum and roster (None: all three, every alias).
+        """
+        fee = "" if self.search_usd_per_query is None else (
+            f" (${self.search_usd_per_query:g} per search)"
+        )
         purposes = {
             SEARCH: "The chosen expert writes a short search query for the information still "
-            f"missing; the top {self.search_k} documents found are added to the notes.",
+            f"missing; the top {self.search_k} documents found are added to the notes{fee}.",
             ENHANCE_REASONING: "The chosen expert writes a Python program for the problem; it "
             "runs in a sandbox and its output is added to the notes "
-            f"(sandbox ${SANDBOX_USD_PER_SECOND:g} per second).",
+            f"(sandbox ${self.sandbox_usd_per_second:g} per second).",
             ANSWER: "The chosen expert gives the final answer. This ends the episode.",
         }
-        return [
-            {
+        offered = tool_aliases if tool_aliases is not None else dict.fromkeys(TOOL_NAMES, ())
+        schemas = []
+        for name in TOOL_NAMES:
+            if name not in offered:
+                continue
+            accepted = list(offered[name]) or list(aliases)
+            roster = "; ".join(self.alias_line(a) for a in accepted)
+            schemas.append({
                 "type": "function",
                 "function": {
                     "name": name,
@@ -381,16 +443,15 @@ class QATools:
                         "properties": {
                             "model": {
                                 "type": "string",
-                                "enum": list(aliases),
+                                "enum": accepted,
                                 "description": "The alias of the expert to use.",
                             }
                         },
                         "required": ["model"],
                     },
                 },
-            }
-            for name in TOOL_NAMES
-        ]
+            })  # fmt: skip
+        return schemas
 
     def tool(self, name: str) -> Callable[[str, QAState], Awaitable[ToolResult]]:
         """The tool function `(alias, state) -> ToolResult` called `name`."""
@@ -466,8 +527,9 @@ class QATools:
                 documents=[],
             )
         started = time.monotonic()
+        allow = {} if self.doc_ids is None else {"doc_ids": self.doc_ids}
         try:
-            hits = list(await self.retriever.search(query, self.search_k))
+            hits = list(await self.retriever.search(query, self.search_k, **allow))
         except ToolError as err:
             raise _with_cost(err, cost) from err
         except Exception as err:
@@ -478,7 +540,10 @@ class QATools:
             ) from err
         search_s = time.monotonic() - started
         fee_of = getattr(self.retriever, "cost_usd", None)
+        # Asked even when the task sets the fee: a retriever may keep per-search state.
         fee = float(fee_of(hits)) if callable(fee_of) else 0.0
+        if self.search_usd_per_query is not None:  # the task's price replaces the retriever's
+            fee = self.search_usd_per_query
         observation = self._describe_hits(alias, query, hits, state.seen_doc_ids())
         return self._result(
             expert,
@@ -545,7 +610,7 @@ class QATools:
             f"enhance_reasoning by {alias} ran this program:\n```python\n{code}```\n"
             f"Output:\n{output}"
         )
-        sandbox_cost = wall_s * SANDBOX_USD_PER_SECOND
+        sandbox_cost = wall_s * self.sandbox_usd_per_second
         return self._result(
             expert,
             completion,
@@ -572,6 +637,30 @@ class QATools:
         else:
             observation = f"answer by {alias}: {answer}"
         return self._result(expert, completion, cost, observation, answer=answer)
+
+
+def _fee(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return float(value)
+
+
+def _allow_list(doc_ids: Collection[str], retriever: Any) -> frozenset[str]:
+    """The allow-list as a set; ValueError when `retriever.search` cannot take one."""
+    if isinstance(doc_ids, str) or not all(isinstance(d, str) for d in doc_ids):
+        raise ValueError(f"doc_ids must be a collection of document ids, got {doc_ids!r}")
+    try:
+        params = inspect.signature(retriever.search).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: let the call decide
+        return frozenset(doc_ids)
+    if not any(p.name == "doc_ids" or p.kind is p.VAR_KEYWORD for p in params):
+        raise ValueError(
+            f"a retrieval allow-list needs a retriever whose search takes doc_ids=; "
+            f"{type(retriever).__name__} does not"
+        )
+    return frozenset(doc_ids)
 
 
 def _with_cost(err: ToolError, cost: float) -> ToolError:

@@ -5,10 +5,11 @@ Why a registry: the loop must not know any world. It asks this module for an `En
 brings none, the tool executor) and trains on whatever comes back. A name that is not here
 fails at start, naming the key and the known names.
 
-Registered: `toolworld` (the embedded orchestration world, see `_toolworld`) and
+Registered: `toolworld` (the embedded orchestration world, see `_toolworld`),
 `toy_target_call` (the learning-sanity world of `orchestra_jax.envs.toy`, with a
 SentencePiece vocabulary trained on its own prompt, built once in the run directory so that a
-resumed run reads the very same vocabulary).
+resumed run reads the very same vocabulary) and `qa` (the paper's qa setting over task files
+and configured expert endpoints, `orchestra_jax.train.qa_suite`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import ml_collections
 from orchestra_jax.envs.base import Environment
 from orchestra_jax.eval.runner import EvalSpec
 from orchestra_jax.tokenization import Tokenizer
+from orchestra_jax.tools.pricing import Price
 from orchestra_jax.train.errors import ConfigError
 
 
@@ -44,7 +46,8 @@ class EnvSuite:
     `loss.choice_format_coef`. `choice_groups` labels each choice with its group (toolworld:
     the call's tool; empty: no groups), for `loss.choice_entropy_over`. `kind_of(task)` labels
     a task's kind (toolworld: its family) for `data.balanced` (None: the environment has no
-    kinds).
+    kinds). `policy_price` prices the policy's own prompt and completion tokens into every
+    trajectory's cost (qa: the orchestrator's model, as the release accounts; None: free).
     """
 
     tasks: Sequence[Any]
@@ -59,6 +62,7 @@ class EnvSuite:
     choice_texts: tuple[str, ...] = ()
     choice_groups: tuple[str, ...] = ()
     kind_of: Callable[[Any], Hashable] | None = None
+    policy_price: Price | None = None
 
     def choice_token_ids(self, tokenizer: Tokenizer) -> tuple[int, ...]:
         """The id of each of `choice_texts` in `tokenizer`'s vocabulary; ValueError naming the
@@ -166,6 +170,13 @@ def _preference_mix(mix: Any) -> tuple[tuple[str, float], ...]:
     # In the catalogue's order, so the draw per task never depends on how the keys were set.
     return tuple((name, float(weights[name])) for name in PREFERENCES
                  if weights.get(name, 0.0) > 0)
+
+
+@register_env("qa")
+def _qa(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
+    from orchestra_jax.train.qa_suite import build_qa_suite
+
+    return EnvSuite(**build_qa_suite(config, workdir))
 
 
 @register_env("toolworld")

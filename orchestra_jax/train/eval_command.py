@@ -27,16 +27,31 @@ from orchestra_jax.train.schema import validate_config
 from orchestra_jax.train.sft import SFT_DIR, saved_warm_start
 
 
-def _locate(checkpoint: Path, out: Path) -> tuple[Path, Path | None]:
-    """(the run directory to build the run in, the Hugging Face directory or None)."""
-    if (checkpoint / "checkpoints").is_dir():
-        return checkpoint, None
-    if (checkpoint / "config.json").is_file():
-        parent = checkpoint.parent
+def _locate(checkpoint: str, out: Path) -> tuple[Path, str | None, Path | None]:
+    """(the run directory to build the run in, the `model.path` to load or None for a run's
+    own checkpoint, the run directory whose checkpoint to restore or None)."""
+    path = Path(checkpoint).expanduser().absolute()
+    if (path / "checkpoints").is_dir():
+        return path, None, path
+    if (path / "config.json").is_file():
+        parent = path.parent
         workdir = parent if (parent / "tokenizer").is_dir() else out.parent / ".eval_workdir"
-        return workdir, checkpoint
+        return workdir, str(path), None
+    if not path.exists() and _is_model_name(checkpoint):
+        return out.parent / ".eval_workdir", checkpoint, None
     raise ConfigError(f"--checkpoint {checkpoint}: neither a run directory (with "
-                      "checkpoints/) nor a checkpoint directory (with config.json)")
+                      "checkpoints/), a checkpoint directory (with config.json), a packaged "
+                      "model name nor a Hugging Face hub id (org/name)")
+
+
+def _is_model_name(name: str) -> bool:
+    """A packaged model name (`smollm2-135m-instruct`) or a hub id (`org/name`)."""
+    from orchestra_jax.models.pretrained import PACKAGED_MODELS
+
+    if name.lower() in PACKAGED_MODELS:
+        return True
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~"))
 
 
 def _restore_latest(run: Run, checkpoint: Path) -> int:
@@ -59,23 +74,25 @@ def evaluate(config: ml_collections.ConfigDict, checkpoint: str | Path,
     `checkpoint` as "trained"; the result is written to `out` (JSON) and the plot next to it.
 
     `checkpoint` is a run's workdir (its latest checkpoint, its vocabulary and its warm start
-    as the "sft" policy) or a checkpoint directory in Hugging Face layout (e.g. <workdir>/sft,
-    loaded as `model.path`)."""
+    as the "sft" policy), a checkpoint directory in Hugging Face layout (e.g. <workdir>/sft or
+    an `orchestra export`), a packaged model name (`smollm2-135m-instruct`) or a hub id; the
+    last three are loaded as `model.path`. The per-task lines go to `trajectories.jsonl`
+    beside `out`."""
     validate_config(config)
-    checkpoint = Path(checkpoint).expanduser().absolute()
     out = Path(out).expanduser().absolute()
-    workdir, hf_dir = _locate(checkpoint, out)
-    if hf_dir is not None:
+    workdir, model_path, run_dir = _locate(str(checkpoint), out)
+    if model_path is not None:
         config = ml_collections.ConfigDict(config.to_dict())
-        config.model.path = str(hf_dir)
+        config.model.path = model_path
     out.parent.mkdir(parents=True, exist_ok=True)
     workdir.mkdir(parents=True, exist_ok=True)
     run = build_run(config, workdir)
     if run.suite.evaluation is None:
         raise ConfigError(f"config key 'data.source' ({config.data.source!r}) offers no "
-                          "evaluation")
-    step = _restore_latest(run, checkpoint) if hf_dir is None else 0
-    base = saved_warm_start(run) if hf_dir is None or hf_dir.name != SFT_DIR else None
+                          "evaluation (qa: set data.eval_path)")
+    step = _restore_latest(run, run_dir) if run_dir is not None else 0
+    from_sft = model_path is not None and Path(model_path).name == SFT_DIR
+    base = None if from_sft else saved_warm_start(run)  # None without a saved warm start
     progress = ProgressLine(1)
     start = time.perf_counter()
     try:

@@ -110,11 +110,16 @@ class Run:
         specs = grouped_episodes(tasks, self.suite.make_env, group_size)
         specs = [dataclasses.replace(s, task_id=task_id_of(s.task, s.group)) for s in specs]
         r = self.rollout
-        return run_coroutine(run_episodes(
+        trajectories = run_coroutine(run_episodes(
             specs, generator=self.batcher, tokenizer=self.tokenizer,
             executor=self.suite.make_executor(), sampling=sampling, max_turns=r.max_turns,
             timeout_s=r.episode_timeout_s, max_prompt_tokens=r.max_prompt_tokens,
             max_concurrent_episodes=r.max_concurrent_episodes))
+        price = self.suite.policy_price
+        if price is not None:  # the orchestrator's own tokens, at its model's price
+            for t in trajectories:
+                t.policy_cost_usd = price.cost_usd(t.prompt_tokens, t.completion_tokens)
+        return trajectories
 
     def sampling(self, step: int, *, greedy: bool = False) -> SamplingParams:
         """The step's sampling parameters, seeded from the run seed and the step alone."""

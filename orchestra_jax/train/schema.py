@@ -272,15 +272,57 @@ SCHEMA = section(
     data=section(
         "The environment family and its tasks.",
         source=Field("toolworld", "a registered environment (orchestra_jax.train.envs: "
-                     "toolworld, toy_target_call)"),
+                     "toolworld, toy_target_call, qa)"),
         path=Field(None, "the task file (None for generated worlds)", kind=str),
         eval_path=Field(None, "the held-out task file (None: no eval set)", kind=str),
         max_tasks=Field(None, "use the first N tasks only (None: all)", kind=int,
                         check=_POSITIVE),
+        bad_rows=Field("fail", "a malformed task-file row: 'fail' stops the start naming "
+                       "file:line, 'skip' reports it and trains on the rest",
+                       check=one_of("fail", "skip")),
         balanced=Field(False, "every step holds the environment's task kinds (toolworld: "
                        "families) in equal numbers, or in kind_weights' proportions"),
         kind_weights=FreeForm("kind -> positive int share of a balanced step (unnamed kinds: "
                               "1); needs balanced", check=kind_weights),
+    ),
+    experts=section(
+        "The expert endpoints the qa setting calls (data.source 'qa').",
+        file=Field(None, "JSON file: expert name -> {model, endpoint (an OpenAI-compatible "
+                   "base URL), api_key_env, timeout_s, price}; a task's model_mapping maps the "
+                   "aliases the policy sees to these names", kind=str),
+        prices_file=Field(None, "JSON file: model name -> {input_usd_per_mtok, "
+                          "output_usd_per_mtok}, over every other price (an unseen price "
+                          "schedule at evaluation)", kind=str),
+        orchestrator_model=Field(None, "the model name the policy's own tokens are priced as "
+                                 "(the pricing catalog or prices_file); None: free", kind=str),
+        max_tokens=Field(1024, "most tokens an expert writes per call", check=_POSITIVE),
+    ),
+    search=section(
+        "The qa setting's retrieval.",
+        corpus=Field(None, "JSONL corpus ({id, title, text}) served by the local BM25 search",
+                     kind=str),
+        k=Field(5, "documents per search", check=_POSITIVE),
+        web_fallback=Field(False, "ask the Tavily-compatible web search when the corpus finds "
+                           "nothing (key from web_api_key_env)"),
+        web_api_key_env=Field("TAVILY_API_KEY", "environment variable holding the web search "
+                              "key"),
+        web_endpoint=Field("https://api.tavily.com", "the Tavily-compatible search service"),
+    ),
+    judge=section(
+        "The qa outcome: normalised exact match first, then this LLM judge.",
+        expert=Field(None, "a name in experts.file that judges misses of the exact match "
+                     "(None: exact match only)", kind=str),
+        max_tokens=Field(512, "most tokens of a verdict", check=_POSITIVE),
+        timeout_s=Field(120.0, "a verdict's time limit (then unknown, counted, outcome 0)",
+                        check=above(0)),
+    ),
+    qa=section(
+        "The qa environment's episode settings.",
+        context_chars=Field(60000, "characters of gathered notes in a prompt (the oldest are "
+                            "cut first)", check=_POSITIVE),
+        code_timeout_s=Field(10.0, "a program's time limit in the sandbox", check=above(0)),
+        basic_tools=Field(True, "evaluation also plays the trained policy with every alias "
+                          "mapped to one expert (the paper's 'basic tools' baseline)"),
     ),
     world=section(
         "The embedded toolworld (data.source 'toolworld').",

@@ -381,6 +381,193 @@ def test_a_task_naming_an_alias_the_pool_lacks_fails_at_reset(search):
         env.reset(QATask("t", "q", "a", aliases=("sharp", "ghost")))
 
 
+# ---- per-task aliases, prices, tools, preferences and grading -------------------------------
+
+MAPPED = QATask(
+    id="m1",
+    question=TASK.question,
+    answer="Berlin",
+    family="geo",
+    hints={**TASK.hints, "query_terms": ["river", "Berlin"]},  # unrestricted: berlin, spree
+    model_mapping={"search-1": "sharp", "answer-1": "sharp", "answer-2": "dull"},
+    prices={"sharp-model": Price(1.25, 10.0)},
+    tool_aliases={"search": ("search-1",), "answer": ("answer-1", "answer-2")},
+    preference={"answer-1": 0.0, "accuracy": 1.0, "cost": 1.0, "latency": 0.0},
+    instruction="Keep the cost low.",
+    doc_ids=("spree", "nile"),
+    search_usd_per_query=0.01,
+)
+
+
+def test_a_mapped_task_sees_its_aliases_tools_and_prices_and_pays_them(search):
+    pool, sims = make_pool()
+    env = QAEnvironment(QATools(pool, search, search_k=3))
+    env.reset(MAPPED)
+    assert env.aliases == ("search-1", "answer-1", "answer-2")
+    assert env.offered_tools == ("search", "answer")
+    schemas = {s["function"]["name"]: s["function"] for s in env.tools()}
+    assert list(schemas) == ["search", "answer"]
+    assert schemas["search"]["parameters"]["properties"]["model"]["enum"] == ["search-1"]
+    assert schemas["answer"]["parameters"]["properties"]["model"]["enum"] == [
+        "answer-1", "answer-2"]  # fmt: skip
+    system, user = (m["content"] for m in env.messages())
+    # The roster: the task's aliases at the task's prices, which tools take each, no model names.
+    assert "- answer-1: $1.25 in / $10 out per million tokens" in system
+    assert "- answer-2: $0.1 in / $0.2 out per million tokens" in system
+    assert "(for search)" in system and "(for answer)" in system
+    assert "enhance_reasoning" not in system and "sharp" not in system and "dull" not in system
+    assert user.startswith(f"Problem:\n{MAPPED.question}\n\nKeep the cost low.\n\n")
+
+    async def episode() -> list[StepOutput]:
+        executor = make_executor()
+        found = await take_turn(env, executor, 1, call("search", "search-1"))
+        return [found, await take_turn(env, executor, 2, call("answer", "answer-1"))]
+
+    found, answered = asyncio.run(episode())
+    [search_rec] = found.records
+    assert [d.doc_id for d in env.state.documents] == ["spree"]  # the allow-list held
+    assert search_rec.model == "sharp-model" and search_rec.alias == "search-1"
+    expected = Price(1.25, 10.0).cost_usd(search_rec.tokens_in, search_rec.tokens_out) + 0.01
+    assert search_rec.cost_usd == pytest.approx(expected)  # expert tokens + the task's fee
+    [answer_rec] = answered.records
+    assert answer_rec.model == "sharp-model"
+    assert answer_rec.cost_usd == pytest.approx(
+        Price(1.25, 10.0).cost_usd(answer_rec.tokens_in, answer_rec.tokens_out))  # fmt: skip
+    assert env.outcome() == 1.0 and sims["sharp"].calls == 2 and sims["dull"].calls == 0
+    assert env.episode_info() == {}  # no grader: the environment's own check, nothing to add
+
+
+def test_a_tool_or_alias_the_task_does_not_offer_is_refused_without_an_expert(search):
+    pool, sims = make_pool()
+    env = QAEnvironment(QATools(pool, search))
+    env.reset(MAPPED)
+    text = call("enhance_reasoning", "answer-1") + call("search", "answer-1")
+    out = asyncio.run(take_turn(env, make_executor(), 1, text, validate=False))
+    code, wrong_alias = out.records
+    assert code.error_kind == ToolErrorKind.UNKNOWN_TOOL
+    assert "not offered in this task; tools: search, answer" in code.error_message
+    assert wrong_alias.error_kind == ToolErrorKind.INVALID_ARGUMENTS
+    assert "not an expert of search (search-1)" in wrong_alias.error_message
+    assert sims["sharp"].calls == sims["dull"].calls == 0
+    none = asyncio.run(take_turn(env, make_executor(), 2, "thinking"))
+    assert "call search or answer with one of the listed experts" in none.observations[0]
+
+
+def test_the_next_task_gets_the_shared_tools_back(search):
+    pool = make_pool()[0]
+    shared = QATools(pool, search)
+    env = QAEnvironment(shared)
+    env.reset(MAPPED)
+    assert env.qa_tools is not shared and env.qa_tools.doc_ids == {"spree", "nile"}
+    env.reset(TASK)
+    assert env.qa_tools is shared and env.aliases == ("sharp", "dull", "down")
+    assert env.offered_tools == ("search", "enhance_reasoning", "answer")
+    assert "for search" not in env.messages()[0]["content"]
+    priced = QATask("p", "q?", "a", prices={"sharp": Price(0.0, 0.0)})  # by expert name
+    env.reset(priced)
+    assert "- sharp: $0 in / $0 out" in env.messages()[0]["content"]
+    assert env.aliases == ("sharp", "dull", "down")
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        (QATask("x", "q", "a", model_mapping={"e-1": "ghost"}), "'e-1'.*'ghost'.*sharp, dull"),
+        (QATask("x", "q", "a", tool_aliases={"browse": ()}), "offers tool 'browse'"),
+        (QATask("x", "q", "a", aliases=("dull",), tool_aliases={"answer": ("sharp",)}),
+         r"accepts aliases \['sharp'\] the task does not show"),
+        (QATask("x", "q", "a", tool_aliases={}), "offers no tools"),
+    ],
+)
+def test_a_task_the_pool_or_tools_cannot_play_fails_at_reset_naming_it(search, task, message):
+    env = QAEnvironment(QATools(make_pool()[0], search))
+    with pytest.raises(ValueError, match=message) as caught:
+        env.reset(task)
+    assert "task 'x'" in str(caught.value)
+
+
+def test_the_grader_is_awaited_in_step_and_its_verdict_is_the_outcome(search):
+    from orchestra_jax.rewards.verifiers import Label, Verdict
+
+    graded: list[tuple[str, str]] = []
+
+    async def grader(task: QATask, predicted: str) -> Verdict:
+        graded.append((task.id, predicted))
+        await asyncio.sleep(0)
+        return Verdict(Label.CORRECT, "judge", cost_usd=0.003)
+
+    env = QAEnvironment(QATools(make_pool()[0], search), grader=grader)
+    env.reset(TASK)
+    assert env.episode_info()["verdict_method"] == "none"
+    asyncio.run(take_turn(env, make_executor(), 1, call("search", "dull")))
+    assert graded == []  # no answer yet, no grading
+    asyncio.run(take_turn(env, make_executor(), 2, call("answer", "dull")))  # "Munich"
+    assert graded == [("t1", "Munich")] and env.outcome() == 1.0  # the grader decides
+    assert env.verdict.method == "judge"
+    assert env.episode_info() == {"verdict_method": "judge", "judge_error": None,
+                                  "judge_cost_usd": 0.003}  # fmt: skip
+    env.reset(TASK)
+    assert env.verdict is None and env.episode_info()["verdict_method"] == "none"
+
+
+def test_a_failed_or_raising_grader_is_a_judge_error_never_a_lost_step(search):
+    from orchestra_jax.rewards.verifiers import Label, Verdict
+
+    async def unknown(task: QATask, predicted: str) -> Verdict:
+        return Verdict(Label.UNKNOWN, "judge", error_kind="unparseable_verdict", cost_usd=0.001)
+
+    async def broken(task: QATask, predicted: str) -> Verdict:
+        raise RuntimeError("judge client bug")
+
+    env = QAEnvironment(QATools(make_pool()[0], search), grader=unknown)
+    env.reset(TASK)
+    asyncio.run(take_turn(env, make_executor(), 1, call("answer", "sharp")))
+    assert env.done and env.outcome() == 0.0
+    assert env.episode_info() == {"verdict_method": "judge", "judge_error": "unparseable_verdict",
+                                  "judge_cost_usd": 0.001}  # fmt: skip
+    env = QAEnvironment(QATools(make_pool()[0], search), grader=broken)
+    env.reset(TASK)
+    out = asyncio.run(take_turn(env, make_executor(), 1, call("answer", "sharp")))
+    assert env.done and out.records[0].error_kind is None and env.outcome() == 0.0
+    assert env.episode_info()["verdict_method"] == "error"
+    assert env.episode_info()["judge_error"] == "tool_exception"
+    assert "judge client bug" in env.grader_error
+
+
+def test_an_instruction_already_in_the_question_is_not_repeated(search):
+    env = QAEnvironment(QATools(make_pool()[0], search))
+    env.reset(QATask("i", "Name the river. Keep the cost low.", "Spree",
+                     instruction="Keep the cost low."))  # fmt: skip
+    assert env.messages()[1]["content"].count("Keep the cost low.") == 1
+
+
+def test_a_released_record_runs_end_to_end_from_the_task_file(search, tmp_path):
+    from orchestra_jax.envs.qa_tasks import load_task_file
+
+    row = {
+        "index": "wiki____1", "category": "qa", "problem": TASK.question, "answer": "Berlin",
+        "hints": TASK.hints,
+        "tools": [{"type": "function", "function": {"name": "answer", "parameters": {
+            "type": "object", "properties": {"model": {"type": "string",
+                                                       "enum": ["expert-1"]}}}}}],
+        "model_mapping": {"expert-1": "sharp"},
+        "tool_pricing": {"sharp-model": {"input_tokens_per_million": 3e-06,
+                                         "output_tokens_per_million": 1.5e-05}},
+        "pref_vec": {"expert-1": 1.0, "accuracy": 1.0, "cost": 0.0, "latency": 0.0},
+    }  # fmt: skip
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    pool = make_pool()[0]
+    (task,) = load_task_file(path, experts=pool).tasks
+    env = QAEnvironment(QATools(pool, search))
+    env.reset(task)
+    assert "- expert-1: $3 in / $15 out per million tokens" in env.messages()[0]["content"]
+    out = asyncio.run(take_turn(env, make_executor(), 1, call("answer", "expert-1")))
+    [rec] = out.records
+    assert env.outcome() == 1.0
+    assert rec.cost_usd == pytest.approx((rec.tokens_in * 3 + rec.tokens_out * 15) / 1e6)
+
+
 def test_the_qa_environment_and_its_tools_do_not_import_jax():
     code = (
         "import sys\n"

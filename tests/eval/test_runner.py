@@ -4,6 +4,7 @@ spec cut to its first tasks."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,9 @@ def test_first_cuts_the_tasks_and_every_preference_variant_alike():
     cut = spec.first(2)
     assert cut.tasks == ["a", "b"] and cut.preference_tasks == {"avoid": ["A", "B"]}
     assert spec.first(None) is spec
+    variants = EvalSpec(tasks=list("abcd"), aliases=("x",), family_of=str, scripted={},
+                        variants={"basic": list("ABCD")})
+    assert variants.first(3).variants == {"basic": ["A", "B", "C"]}
 
 
 def test_every_policy_is_played_on_the_same_tasks_into_one_summary(run, tmp_path):
@@ -37,10 +41,17 @@ def test_every_policy_is_played_on_the_same_tasks_into_one_summary(run, tmp_path
     out = final_evaluation(run, run.suite.evaluation, step=0, base_params=None,
                            out_dir=tmp_path, max_tasks=3, ema_decay=0.0, log=lines.append)
     assert set(out) == {"policies", "best_fixed_route", "preference_eval", "pareto_png",
-                        "trained_params", "eval_s"}
+                        "trajectories", "trained_params", "eval_s"}
     policies = out["policies"]
     assert set(policies) == {"trained", *run.suite.evaluation.scripted}
     assert {p["tasks"] for p in policies.values()} == {3}
+    # Every policy's per-task lines: the trained one's in trajectories.jsonl, one per task.
+    assert set(out["trajectories"]) == set(policies)
+    trained_lines = [json.loads(x) for x in
+                     (tmp_path / "trajectories.jsonl").read_text().splitlines()]
+    assert len(trained_lines) == 3 and {x["policy"] for x in trained_lines} == {"trained"}
+    assert {"id", "outcome", "cost_usd", "latency_s", "calls", "orchestrator"} <= set(
+        trained_lines[0])
     # The scripted routes are played for real: only the target route is always right.
     assert policies["route:target"]["accuracy"] == 1.0
     assert out["best_fixed_route"] == "route:target"

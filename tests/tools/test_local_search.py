@@ -255,3 +255,53 @@ def test_building_an_index_logs_no_debug_lines_but_bm25s_warnings_still_show(fac
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "DEBUG" not in out.stderr
     assert out.stderr.strip().splitlines() == ["WARNING:bm25s:kept"]
+
+
+# ---- allow-lists ---------------------------------------------------------------------------
+
+
+def test_an_allow_list_returns_only_allowed_documents_and_still_k_of_them(tmp_path):
+    rows = [{"id": f"d{i}", "title": "", "text": f"river delta number {i} " + "river " * i}
+            for i in range(8)]  # fmt: skip
+    search = LocalSearch(write_corpus(tmp_path / "c.jsonl", rows), cache_dir=tmp_path / "cache")
+    everything = search.search_many(["river"], k=3)[0]
+    assert [h.doc_id for h in everything] == ["d7", "d6", "d5"]  # the unrestricted top 3
+    allowed = {"d0", "d1", "d2", "d3"}
+    hits = asyncio.run(search.search("river", 3, doc_ids=allowed))
+    # Filtering the top 3 afterwards would find nothing; the mask scores only allowed docs.
+    assert [h.doc_id for h in hits] == ["d3", "d2", "d1"]
+    assert {h.doc_id for h in asyncio.run(search.search("river", 10, doc_ids=allowed))} == allowed
+    assert asyncio.run(search.search("river", 3, doc_ids=["d5", "missing"]))[0].doc_id == "d5"
+    assert asyncio.run(search.search("river", 3, doc_ids=[])) == []
+    assert asyncio.run(search.search("river", 3, doc_ids=["nowhere"])) == []
+    assert search.search_many(["river"], k=2, doc_ids=("d1", "d4"))[0][0].doc_id == "d4"
+
+
+def test_concurrent_queries_with_different_allow_lists_each_get_their_own(tmp_path):
+    search = LocalSearch(write_corpus(tmp_path / "n.jsonl", numbered_rows(12)),
+                         cache_dir=tmp_path / "cache", max_wait_s=0.02)  # fmt: skip
+
+    async def run() -> list[list[SearchHit]]:
+        return await asyncio.gather(
+            search.search("zq1x zq2x entry", 5, doc_ids={"doc1"}),
+            search.search("zq1x zq2x entry", 5, doc_ids={"doc2", "doc9"}),
+            search.search("zq1x zq2x", 5),
+            search.search("zq3x", 5, doc_ids={"doc1"}),
+        )
+
+    calls_before = search.retrieve_calls
+    restricted_1, restricted_2, free, nothing = asyncio.run(run())
+    assert [h.doc_id for h in restricted_1] == ["doc1"]
+    assert restricted_2[0].doc_id == "doc2"
+    assert {h.doc_id for h in restricted_2} <= {"doc2", "doc9"}
+    assert {h.doc_id for h in free} == {"doc1", "doc2"}
+    assert nothing == []  # doc1 does not mention zq3x
+    assert search.retrieve_calls - calls_before == 3  # one batch, one call per allow-list
+
+
+def test_an_allow_list_must_be_a_collection_of_ids(facts_corpus, tmp_path):
+    search = LocalSearch(facts_corpus, cache_dir=tmp_path / "cache")
+    with pytest.raises(TypeError, match="doc_ids"):
+        search.search_many(["paris"], doc_ids="paris")
+    with pytest.raises(TypeError, match="doc_ids"):
+        asyncio.run(search.search("paris", doc_ids=[1, 2]))

@@ -434,3 +434,71 @@ def test_state_records_failures_as_notes_and_answers_as_final():
         "answer", ToolResult(observation="answer by x: Berlin", info={"answer": "Berlin"}), turn=6
     )
     assert state.answered and state.final_answer == "Berlin"
+
+
+# ---- one task's tools ----------------------------------------------------------------------
+
+
+def test_for_task_swaps_the_pool_and_prices_and_keeps_everything_else(local_search):
+    shared = QATools(simulated_pool(), local_search, search_k=2, code_timeout_s=3.0)
+    view = shared.for_task(
+        experts=simulated_pool().for_task({"expert-1": "sharp"}, {"sharp-model": Price(1.0, 1.0)}),
+        sandbox_usd_per_second=0.5,
+        search_usd_per_query=0.02,
+        doc_ids=["paris"],
+    )
+    assert type(view) is QATools and view is not shared
+    assert (view.retriever, view.run_code, view.search_k, view.code_timeout_s) == (
+        local_search, shared.run_code, 2, 3.0)  # fmt: skip
+    assert view.experts.aliases() == ["expert-1"] and view.doc_ids == frozenset({"paris"})
+    assert shared.doc_ids is None and shared.search_usd_per_query is None  # untouched
+    assert shared.sandbox_usd_per_second == SANDBOX_USD_PER_SECOND
+    assert "expert-1: $1 in / $1 out per million tokens" in view.alias_line("expert-1")
+    assert shared.for_task().experts is shared.experts  # nothing given: the same settings
+
+
+def test_a_tasks_allow_list_reaches_the_retriever_and_its_search_price_is_charged(local_search):
+    view = QATools(simulated_pool(), local_search, search_k=3).for_task(
+        doc_ids=["paris", "nile"], search_usd_per_query=0.02
+    )
+    result = asyncio.run(view.search("sharp", fresh_state()))  # the query is "capital Germany"
+    assert result.ok and [d.doc_id for d in result.info["documents"]] == ["paris"]  # not berlin
+    assert result.info["search_fee_usd"] == 0.02
+    assert result.cost_usd == pytest.approx(expert_cost("sharp", result) + 0.02)
+
+
+def test_a_tasks_sandbox_price_is_charged_per_second(local_search):
+    view = QATools(simulated_pool(), local_search).for_task(sandbox_usd_per_second=0.5)
+    result = asyncio.run(view.enhance_reasoning("sharp", fresh_state()))
+    sandbox_s = result.info["sandbox_s"]
+    assert result.info["sandbox_usd"] == pytest.approx(0.5 * sandbox_s)
+    assert result.cost_usd == pytest.approx(expert_cost("sharp", result) + 0.5 * sandbox_s)
+    assert "(sandbox $0.5 per second)" in str(view.schemas(["sharp"]))
+
+
+def test_for_task_refuses_bad_prices_and_an_allow_list_a_retriever_cannot_honour():
+    class PlainRetriever:
+        async def search(self, query: str, k: int = 5) -> list[SearchHit]:
+            return []
+
+    tools = QATools(simulated_pool(), PlainRetriever())
+    with pytest.raises(ValueError, match="needs a retriever whose search takes doc_ids"):
+        tools.for_task(doc_ids=["a"])
+    with pytest.raises(ValueError, match="search_usd_per_query must be a number"):
+        tools.for_task(search_usd_per_query="free")
+    with pytest.raises(ValueError, match="sandbox_usd_per_second must be finite and >= 0"):
+        tools.for_task(sandbox_usd_per_second=-1.0)
+
+
+def test_schemas_offer_a_tasks_tool_subset_each_with_its_own_aliases(local_search):
+    tools = QATools(simulated_pool(), local_search).for_task(search_usd_per_query=0.01)
+    schemas = tools.schemas(["sharp", "dull", "mathy"], {"search": ("dull",), "answer": ()})
+    assert [s["function"]["name"] for s in schemas] == ["search", "answer"]
+    search, answer = (s["function"] for s in schemas)
+    assert search["parameters"]["properties"]["model"]["enum"] == ["dull"]
+    assert "sharp" not in search["description"] and "($0.01 per search)" in search["description"]
+    assert answer["parameters"]["properties"]["model"]["enum"] == ["sharp", "dull", "mathy"]
+    _, errors = parse_tool_calls(
+        '<tool_call>{"name": "search", "arguments": {"model": "sharp"}}</tool_call>', schemas
+    )
+    assert [e.kind for e in errors] == [ToolCallErrorKind.INVALID_VALUE]

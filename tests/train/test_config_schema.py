@@ -40,7 +40,10 @@ ARG_RECIPE = HERE / "recipe_with_arg.py"
 #: The keys the schema added to the old base config, with their defaults.
 NEW_KEYS = {("optimizer", "decay_biases_and_norms"): False,
             ("train", "skip_nonfinite_updates"): True,
-            ("train", "max_nonfinite_updates"): 3}
+            ("train", "max_nonfinite_updates"): 3,
+            ("data", "bad_rows"): "fail"}
+#: Sections added with the qa setting (issue 24), absent from the old base config.
+NEW_SECTIONS = ("experts", "search", "judge", "qa")
 
 
 def _typed(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -72,9 +75,12 @@ def test_default_config_is_the_old_base_config_plus_the_new_keys() -> None:
     old = _typed(_old_base_config())
     for (section, key), default in NEW_KEYS.items():
         assert new[section][1].pop(key) == ("plain", default, type(default).__name__)
+    for section in NEW_SECTIONS:
+        assert new.pop(section)[0] == "section"
     assert new == old
     # The same order too, so config.json reads as before.
-    flat_new = [k for k in _flat_keys(default_config()) if tuple(k.split(".")) not in NEW_KEYS]
+    flat_new = [k for k in _flat_keys(default_config()) if tuple(k.split(".")) not in NEW_KEYS
+                and k.split(".")[0] not in NEW_SECTIONS]
     assert flat_new == _flat_keys(_old_base_config())
 
 
@@ -108,8 +114,10 @@ def test_every_recipe_is_the_config_it_was_over_the_old_base(recipe: Path, tmp_p
     (tmp_path / "base.py").write_text(
         "from old_base import base_config as _old\n\n\n"
         "def base_config():\n"
+        "    from orchestra_jax.train.schema import default_config\n"
         "    config = _old()\n"
         + "".join(f"    config.{s}.{k} = {v!r}\n" for (s, k), v in NEW_KEYS.items())
+        + "".join(f"    config.{s} = default_config().{s}\n" for s in NEW_SECTIONS)
         + "    return config\n")
     assert _typed(load_config(tmp_path / recipe.name)) == _typed(load_config(recipe))
 
