@@ -17,6 +17,10 @@ Everything the setting needs is configuration, not Python wiring:
   a judge that fails (unreachable, garbage, time-out) gives outcome 0 with its error kind on
   the trajectory (`info["judge_error"]`), counted by the step's metrics -- never a crash.
 
+With `qa.augment`, plain training tasks get the paper's augmentation first (per-task
+anonymised aliases, price schedule, tool subset and preference; `orchestra_jax.envs.qa_augment`);
+released records keep their own.
+
 The reward's tool-count features are the aliases the tasks show the policy, in order of first
 appearance (training tasks, then held-out ones), and a task's preference vector comes from its
 `pref_vec` (aliases, accuracy, cost, latency); tasks without one use `reward.preference`.
@@ -39,6 +43,7 @@ from typing import Any
 import ml_collections
 
 from orchestra_jax.envs.qa import QAEnvironment
+from orchestra_jax.envs.qa_augment import augment_tasks
 from orchestra_jax.envs.qa_tasks import QATask, TaskFileError, load_task_file
 from orchestra_jax.eval.runner import EvalSpec
 from orchestra_jax.rewards.verifiers import LLMJudge, Verdict, verify_answer
@@ -367,8 +372,12 @@ def build_qa_suite(config: ml_collections.ConfigDict, workdir: Path,
         raise ConfigError("config key 'data.path' is None; the qa setting trains on a task "
                           "file (JSONL: {id, question, answer} rows or the released records)")
     on_bad = str(config.data.bad_rows)
-    train = usable_tasks(with_prices(_load(config.data.path, "data.path", config, log), prices),
-                         pool, "data.path", on_bad, log)
+    train = _load(config.data.path, "data.path", config, log)
+    if config.qa.augment:  # before the prices file: it re-prices the drawn schedules too
+        train = augment_tasks(train, {name: pool[name] for name in pool.aliases()},
+                              seed=int(config.train.seed),
+                              preference_share=float(config.qa.preference_share))
+    train = usable_tasks(with_prices(train, prices), pool, "data.path", on_bad, log)
     if config.data.max_tasks is not None:
         train = train[: int(config.data.max_tasks)]
     held_out = usable_tasks(

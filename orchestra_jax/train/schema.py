@@ -88,8 +88,9 @@ SCHEMA = section(
         "The policy network.",
         preset=Field("tiny", "architecture: a name in orchestra_jax.models.PRESETS, randomly "
                      "initialised (not used when path is set)"),
-        path=Field(None, "HF checkpoint dir, .gguf file or packaged model name whose weights "
-                   "start the policy and the KL reference; brings architecture and tokenizer",
+        path=Field(None, "HF checkpoint dir, .gguf file, packaged model name or hub id "
+                   "(org/name) whose weights start the policy and the KL reference; brings "
+                   "architecture and tokenizer",
                    kind=str),
         chat_template=Field(None, "a named template (tokenization.named_chat_template) that "
                             "replaces the tokenizer's own (None: keep it; SmolLM2's drops tools)",
@@ -323,6 +324,11 @@ SCHEMA = section(
         code_timeout_s=Field(10.0, "a program's time limit in the sandbox", check=above(0)),
         basic_tools=Field(True, "evaluation also plays the trained policy with every alias "
                           "mapped to one expert (the paper's 'basic tools' baseline)"),
+        augment=Field(False, "the paper's augmentation of plain training tasks: per-task "
+                      "anonymised aliases, price schedule, tool subset and preference "
+                      "(orchestra_jax.envs.qa_augment); released records keep their own"),
+        preference_share=Field(0.5, "share of augmented tasks given a preference instruction",
+                               check=within(0.0, 1.0)),
     ),
     world=section(
         "The embedded toolworld (data.source 'toolworld').",
