@@ -33,8 +33,11 @@ On a CPU, with a tiny Hugging Face checkpoint and local experts, one real step r
 (tests/train/test_qa_setting.py): --config.model.path=TINY_HF_DIR --config.mesh.shape="(1,1,1)"
 --config.model.dtype=float32 --config.model.scan_layers=False --config.rollout.prompts_per_step=1
 --config.rollout.group_size=2 --config.rollout.max_turns=2 --config.rollout.max_new_tokens=16
---config.rollout.max_prompt_tokens=2048 --config.train.steps=1 --config.train.mini_batch_size=2
-plus the data, experts and corpus paths.
+--config.rollout.max_prompt_tokens=2048 --config.rollout.max_batch_size=2
+--config.train.steps=1 --config.train.mini_batch_size=2 --config.filter.min_group_std=None
+--config.filter.drop_invalid_final_output=False --config.model.chat_template=chatml_tools
+plus the data, experts and corpus paths (a random tiny policy rarely calls a tool, so without
+the two filter overrides its one group would be dropped and the step would update nothing).
 
 Numbers (released training script; see the project's method notes, section 4):
 16 prompts x 8 rollouts per step; prompts up to 24,000 tokens, 8,768 new tokens per turn,

@@ -13,7 +13,11 @@ search over the 2,939 BoolQ passages, the code sandbox, and two real expert endp
 tokens) and `expensive` (priced like GPT-5, 1.25 / 10). Both serve SmolLM2-135M-Instruct, so
 they differ in price and reply length, not in skill: the efficiency term of the reward is what
 there is to learn. The orchestrator is SmolLM2-135M-Instruct too (the packaged weights; nothing
-is downloaded), its own tokens priced as that (local, free) model.
+is downloaded), its own tokens priced as that (local, free) model. Training tasks get the
+paper's augmentation (`qa.augment`: per task, aliases `expert-1`/`expert-2` in a random order,
+a price schedule, a tool subset and, for half of them, a preference instruction with its
+vector); the held-out tasks are plain, so the policy is evaluated under the experts' own names
+and prices.
 
 What to expect: a short run on two CPU cores -- a format warm start on random valid calls,
 then a few GRPO steps and the evaluation of every policy (trained, warm start, random, the
@@ -48,16 +52,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.search.k = 3
     config.experts.file = "runs/qa_local/experts.json"
     config.experts.orchestrator_model = "smollm2-135m-instruct"
-    config.experts.max_tokens = 96
+    config.experts.max_tokens = 48
     config.qa.context_chars = 2400
+    config.qa.augment = True  # per-task aliases, prices, tools and preferences, as the paper
 
-    config.rollout.prompts_per_step = 4
+    config.rollout.prompts_per_step = 2
     config.rollout.group_size = 4
-    config.rollout.max_turns = 3
+    config.rollout.max_turns = 2
     config.rollout.max_prompt_tokens = 1536
     config.rollout.max_new_tokens = 48  # one JSON call and the end of the turn
     config.rollout.episode_timeout_s = 600.0
-    config.rollout.max_batch_size = 16
+    config.rollout.max_batch_size = 8
 
     config.reward.preference.outcome = 1.0
     config.reward.preference.cost = 0.5
@@ -67,14 +72,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.lr = 1e-5
     config.optimizer.warmup_steps = 0
 
-    config.sft.steps = 20
-    config.sft.episodes = 48
-    config.sft.batch_size = 16
+    config.sft.steps = 6
+    config.sft.episodes = 16
+    config.sft.batch_size = 8
     config.sft.lr = 2e-5
 
-    config.train.steps = 4
+    config.train.steps = 3
     config.train.mini_batch_size = 16
-    config.train.checkpoint_every = 2
+    config.train.checkpoint_every = 1
     config.train.seq_buckets = (512, 768, 1024, 1536)
-    config.eval.max_tasks = 24
+    config.eval.max_tasks = 8
     return config

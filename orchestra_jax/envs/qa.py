@@ -25,6 +25,7 @@ question.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -286,7 +287,11 @@ class QAEnvironment:
             return call, alias, result, False
 
         for call, alias, result, refused in await asyncio.gather(*(run(c) for c in chosen)):
-            out.records.append(CallRecord.from_result(turn, call, result, alias=alias))
+            record = CallRecord.from_result(turn, call, result, alias=alias)
+            if record.model is None and alias in self.qa_tools.experts:
+                # A failed call returns no model; the record still names the one it tried.
+                record = dataclasses.replace(record, model=self.qa_tools.experts[alias].model)
+            out.records.append(record)
             if refused:  # our own message, naming only the tool and the aliases
                 note = f"Turn {turn}: {result.observation}"
                 state.add_note(turn, note)

@@ -80,17 +80,33 @@ class EnvSuite:
 
 
 EnvBuilder = Callable[[ml_collections.ConfigDict, Path], EnvSuite]
+EnvCheck = Callable[[ml_collections.ConfigDict], None]
 ENVS: dict[str, EnvBuilder] = {}
+#: Checks of an environment's inputs that need no workdir (task files, endpoint files), run
+#: before the training loop writes anything: a bad row stops the start with nothing written.
+ENV_CHECKS: dict[str, EnvCheck] = {}
 
 
-def register_env(name: str) -> Callable[[EnvBuilder], EnvBuilder]:
-    """Decorator: file a builder under `name` for `config.data.source`."""
+def register_env(name: str, check: EnvCheck | None = None,
+                 ) -> Callable[[EnvBuilder], EnvBuilder]:
+    """Decorator: file a builder under `name` for `config.data.source` (and its `check`)."""
 
     def wrap(fn: EnvBuilder) -> EnvBuilder:
         ENVS[name] = fn
+        if check is not None:
+            ENV_CHECKS[name] = check
         return fn
 
     return wrap
+
+
+def check_env(config: ml_collections.ConfigDict) -> None:
+    """The environment `config.data.source` names exists, and its inputs pass its check;
+    ConfigError naming the key otherwise. Writes nothing."""
+    env_builder(config)
+    check = ENV_CHECKS.get(config.data.source)
+    if check is not None:
+        check(config)
 
 
 def env_builder(config: ml_collections.ConfigDict) -> EnvBuilder:
@@ -172,7 +188,13 @@ def _preference_mix(mix: Any) -> tuple[tuple[str, float], ...]:
                  if weights.get(name, 0.0) > 0)
 
 
-@register_env("qa")
+def _check_qa(config: ml_collections.ConfigDict) -> None:
+    from orchestra_jax.train.qa_suite import check_qa_config
+
+    check_qa_config(config)
+
+
+@register_env("qa", check=_check_qa)
 def _qa(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
     from orchestra_jax.train.qa_suite import build_qa_suite
 
@@ -248,4 +270,4 @@ def _toolworld(config: ml_collections.ConfigDict, workdir: Path) -> EnvSuite:
                     kind_of=lambda task: task.family)
 
 
-__all__ = ["ENVS", "EnvSuite", "build_env_suite", "register_env"]
+__all__ = ["ENVS", "ENV_CHECKS", "EnvSuite", "build_env_suite", "check_env", "register_env"]

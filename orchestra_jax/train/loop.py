@@ -54,7 +54,7 @@ from orchestra_jax.rollout.trajectory import Trajectory
 from orchestra_jax.train.builders import build_run
 from orchestra_jax.train.checkpoint import CheckpointError, CheckpointManager, abstract_like
 from orchestra_jax.train.config import ConfigError, config_to_json, dump_config, load_config
-from orchestra_jax.train.envs import env_builder
+from orchestra_jax.train.envs import check_env
 from orchestra_jax.train.metrics import MetricsWriter, update_tags
 from orchestra_jax.train.preemption import PreemptionGuard
 from orchestra_jax.train.progress import ProgressLine
@@ -242,7 +242,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path,
     """
     start_time = time.perf_counter()
     validate_config(config)
-    env_builder(config)  # a recipe may name an environment not registered yet (qa, tau2)
+    check_env(config)  # an unregistered environment (tau2), a bad task file: nothing written
     workdir = prepare_workdir(workdir)
     try:
         dump_config(config, workdir)

@@ -58,7 +58,8 @@ TAGS: dict[str, str] = {
     "by a constant within such a group that group-relative advantages never see; so this "
     "curve rises with the share of tasks the policy always solves.",
     "train/accuracy": "Mean verified outcome in [0, 1] of the step's episodes (reward-free).",
-    "train/cost_usd": "Mean money the tools spent per episode (experts, sandbox, search), USD.",
+    "train/cost_usd": "Mean money spent per episode: the tools (experts, sandbox, search) and, "
+    "where priced, the policy's own tokens; USD.",
     "train/latency_s": "Mean summed tool-call latency per episode, seconds (the method's "
     "latency: the policy's own generation time does not count).",
     "train/wall_s": "Mean real duration of an episode, seconds.",
@@ -77,6 +78,13 @@ TAGS: dict[str, str] = {
     "(search, enhance_reasoning, answer, ...).",
     "train/tool_error_rate": "Fraction of the step's tool calls that failed (any kind).",
     "train/tool_errors/<kind>": "Mean tool-call failures of ToolErrorKind <kind> per episode.",
+    "train/verdicts/<method>": "Fraction of episodes graded by <method> (exact, numeric, "
+    "math, judge, none: no answer; environments with a grader, the qa setting).",
+    "train/judge_error_rate": "Fraction of episodes whose LLM judge failed (unreachable, time-"
+    "out, a reply stating no verdict): outcome 0, the step goes on.",
+    "train/judge_errors/<kind>": "Fraction of episodes whose judge failed with <kind>.",
+    "train/policy_cost_usd": "Mean cost per episode of the policy's own tokens at its model's "
+    "price (experts.orchestrator_model); included in train/cost_usd.",
     "train/format_error_rate": "Fraction of policy turns with at least one format error or "
     "marked malformed (such turns execute nothing).",
     "train/format_errors/<kind>": "Format errors of kind <kind> (ToolCallErrorKind, "

@@ -118,7 +118,10 @@ def build_expert_pool(config: ml_collections.ConfigDict,
     except MissingApiKeyError as exc:
         raise ConfigError(f"config key 'experts.file' ({config.experts.file}): {exc}") from None
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config key 'experts.file' ({config.experts.file}): {exc}") from None
+        hint = (" (give the entry a 'price' {input_usd_per_mtok, output_usd_per_mtok}, or "
+                "price its model in experts.prices_file)" if "no price" in str(exc) else "")
+        raise ConfigError(f"config key 'experts.file' ({config.experts.file}): {exc}{hint}"
+                          ) from None
     return pool, catalog
 
 
@@ -138,14 +141,15 @@ def orchestrator_price(config: ml_collections.ConfigDict,
 # Tasks
 
 
-def _load(path: str | None, key: str, config: ml_collections.ConfigDict,
+def _load(path: str | None, key: str, config: ml_collections.ConfigDict, pool: ExpertPool,
           log: Log) -> list[QATask]:
     if path is None:
         return []
     if not Path(path).expanduser().is_file():
         raise ConfigError(f"config key '{key}': no such task file {path!r}")
     try:
-        loaded = load_task_file(Path(path).expanduser(), on_bad_row=config.data.bad_rows)
+        loaded = load_task_file(Path(path).expanduser(), on_bad_row=config.data.bad_rows,
+                                experts=pool)  # a mapping naming no expert: file:line
     except TaskFileError as exc:
         raise ConfigError(f"config key '{key}': {exc} (data.bad_rows='skip' trains on the "
                           "other rows)") from None
@@ -343,11 +347,14 @@ def _route(pool: ExpertPool, expert: str, tools: Sequence[str]) -> Callable[[Any
 
 
 def evaluation_spec(tasks: Sequence[QATask], pool: ExpertPool, aliases: tuple[str, ...],
-                    basic_tools: bool) -> EvalSpec:
-    """The held-out evaluation: random, two fixed routes per expert, basic-tools variants."""
+                    basic_tools: bool, judge: str | None = None) -> EvalSpec:
+    """The held-out evaluation: random, two fixed routes per expert, basic-tools variants
+    (the judge is no expert of the policy's: it gets neither)."""
     scripted: dict[str, Callable[[Any], Any]] = {"random": lambda task: random_valid_call}
     variants: dict[str, list[QATask]] = {}
     for name in pool.aliases():
+        if name == judge:
+            continue
         scripted[f"route:answer:{name}"] = _route(pool, name, (ANSWER,))
         scripted[f"route:search-answer:{name}"] = _route(pool, name, (SEARCH, ANSWER))
         if basic_tools:
@@ -362,29 +369,74 @@ def evaluation_spec(tasks: Sequence[QATask], pool: ExpertPool, aliases: tuple[st
 # The suite
 
 
-def build_qa_suite(config: ml_collections.ConfigDict, workdir: Path,
-                   log: Log = print) -> dict[str, Any]:
-    """The fields of the qa `EnvSuite` (`orchestra_jax.train.envs`, which registers this as
-    `qa` and so is not imported here); ConfigError naming the key for bad input."""
+@dataclasses.dataclass
+class QAInputs:
+    """What the config's files hold, read and checked: the experts, the prices, the tasks."""
+
+    pool: ExpertPool
+    catalog: PricingCatalog
+    train: list[QATask]
+    held_out: list[QATask]
+
+
+def _without_judge(tasks: Sequence[QATask], pool: ExpertPool,
+                   judge: str | None) -> list[QATask]:
+    """Tasks that see the pool's own names stop seeing the judge among them: grading is not
+    a tool the policy may call."""
+    if judge is None:
+        return list(tasks)
+    experts = tuple(a for a in pool.aliases() if a != judge)
+    return [dataclasses.replace(t, aliases=experts)
+            if t.model_mapping is None and t.aliases is None else t for t in tasks]
+
+
+def read_qa_inputs(config: ml_collections.ConfigDict, log: Log = print) -> QAInputs:
+    """The experts file, the prices file and the task files, each checked; ConfigError naming
+    the key (and for a task file, the file and line) for bad input. Needs no workdir, so the
+    training loop runs it before it writes anything (`check_qa_config`)."""
     prices = read_prices(config.experts.prices_file)
     pool, catalog = build_expert_pool(config, prices)
     if config.data.path is None:
         raise ConfigError("config key 'data.path' is None; the qa setting trains on a task "
                           "file (JSONL: {id, question, answer} rows or the released records)")
+    judge = config.judge.expert
     on_bad = str(config.data.bad_rows)
-    train = _load(config.data.path, "data.path", config, log)
+    train = _without_judge(_load(config.data.path, "data.path", config, pool, log), pool, judge)
     if config.qa.augment:  # before the prices file: it re-prices the drawn schedules too
-        train = augment_tasks(train, {name: pool[name] for name in pool.aliases()},
+        train = augment_tasks(train, {name: pool[name] for name in pool.aliases()
+                                      if name != judge},
                               seed=int(config.train.seed),
                               preference_share=float(config.qa.preference_share))
     train = usable_tasks(with_prices(train, prices), pool, "data.path", on_bad, log)
     if config.data.max_tasks is not None:
         train = train[: int(config.data.max_tasks)]
-    held_out = usable_tasks(
-        with_prices(_load(config.data.eval_path, "data.eval_path", config, log), prices),
-        pool, "data.eval_path", on_bad, log)
+    held_out = _without_judge(_load(config.data.eval_path, "data.eval_path", config, pool, log),
+                              pool, judge)
+    held_out = usable_tasks(with_prices(held_out, prices), pool, "data.eval_path", on_bad, log)
     if not train:
         raise ConfigError(f"config key 'data.path': no usable task in {config.data.path}")
+    return QAInputs(pool, catalog, train, held_out)
+
+
+def check_qa_config(config: ml_collections.ConfigDict) -> None:
+    """Everything about a qa config that can be checked before the workdir is written: the
+    files, the judge's name, the corpus's existence and the orchestrator's price."""
+    inputs = read_qa_inputs(config, log=lambda _: None)
+    build_judge(config, inputs.pool)
+    orchestrator_price(config, inputs.catalog)
+    corpus = config.search.corpus
+    if corpus is not None and not Path(corpus).expanduser().is_file():
+        raise ConfigError(f"config key 'search.corpus': no such corpus file {corpus!r}")
+    if corpus is None and not config.search.web_fallback:
+        build_retriever(config)  # its error names the key
+
+
+def build_qa_suite(config: ml_collections.ConfigDict, workdir: Path,
+                   log: Log = print) -> dict[str, Any]:
+    """The fields of the qa `EnvSuite` (`orchestra_jax.train.envs`, which registers this as
+    `qa` and so is not imported here); ConfigError naming the key for bad input."""
+    inputs = read_qa_inputs(config, log)
+    pool, catalog, train, held_out = inputs.pool, inputs.catalog, inputs.train, inputs.held_out
     retriever = build_retriever(config)
     grader = CachedGrader(build_judge(config, pool))
     aliases = alias_order([*train, *held_out], pool)
@@ -411,8 +463,8 @@ def build_qa_suite(config: ml_collections.ConfigDict, workdir: Path,
         counts: Counter[str] = Counter(r.alias for r in trajectory.records if r.alias in aliases)
         return dict(counts)
 
-    evaluation = (evaluation_spec(held_out, pool, aliases, bool(qa.basic_tools))
-                  if held_out else None)
+    evaluation = (evaluation_spec(held_out, pool, aliases, bool(qa.basic_tools),
+                                  judge=config.judge.expert) if held_out else None)
     return dict(
         tasks=train, eval_tasks=held_out, make_env=make_env, tool_names=aliases, tokenizer=None,
         make_executor=make_executor, count_calls=count_calls,
@@ -421,5 +473,5 @@ def build_qa_suite(config: ml_collections.ConfigDict, workdir: Path,
         policy_price=orchestrator_price(config, catalog))
 
 
-__all__ = ["CachedGrader", "FallbackRetriever", "build_qa_suite", "preference_vector",
-           "read_prices"]
+__all__ = ["CachedGrader", "FallbackRetriever", "QAInputs", "build_qa_suite", "check_qa_config",
+           "preference_vector", "read_prices", "read_qa_inputs"]

@@ -19,6 +19,7 @@ from orchestra_jax.models.safetensors_io import SafetensorsDirectory
 from orchestra_jax.tokenization import named_chat_template
 from orchestra_jax.train.checkpoint import CheckpointManager
 from tests.models.hf_reference import hf_logits, torch, transformers
+from tests.train.tiny_qwen3 import tiny_qwen3
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "experiments" / "toy_target_call.py"
@@ -40,30 +41,12 @@ def _train(workdir: Path, *extra: str) -> None:
                  *extra]) == 0
 
 
-def _tiny_qwen3(directory: Path) -> Path:
-    """A random 2-layer Qwen3 in transformers' own layout, with SmolLM2's tokenizer (read from
-    the packaged GGUF, so nothing comes from the hub)."""
-    from orchestra_jax.assets import smollm2_gguf_path
-    from orchestra_jax.tokenization import HFTokenizer
-    from orchestra_jax.tokenization.gguf_vocab import read_gguf_vocab
-
-    tokenizer = HFTokenizer.from_gguf_vocab(read_gguf_vocab(smollm2_gguf_path()))
-    torch.manual_seed(0)
-    config = transformers.Qwen3Config(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
-        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-        max_position_embeddings=1024, tie_word_embeddings=True)
-    transformers.Qwen3ForCausalLM(config).save_pretrained(directory)
-    tokenizer.save(directory)
-    return directory
-
-
 @pytest.fixture(scope="module")
 def qwen3_run(tmp_path_factory) -> Path:
     """Two RL steps from a tiny Qwen3 checkpoint, with a moving average and the run's own
     chat template (`model.chat_template`, not SmolLM2's)."""
     root = tmp_path_factory.mktemp("qwen3_run")
-    checkpoint = _tiny_qwen3(root / "qwen3")
+    checkpoint = tiny_qwen3(root / "qwen3")
     # SmolLM2's vocabulary spells the toy prompt in more tokens than the toy vocabulary.
     _train(root / "run", f"--config.model.path={checkpoint}",
            "--config.rollout.max_prompt_tokens=1000",

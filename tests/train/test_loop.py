@@ -379,10 +379,10 @@ def test_the_final_evaluation_and_orchestra_eval_play_the_moving_average(tmp_pat
     played = []
     original = evaluation.model_outcomes
 
-    def spy(run, spec, tasks, step):  # the params the sampler holds while a policy plays
-        played.append([np.asarray(x) for x in jax.tree.leaves(jax.device_get(
+    def spy(run, spec, tasks, step, keep=None):  # the params the sampler holds while a
+        played.append([np.asarray(x) for x in jax.tree.leaves(jax.device_get(  # policy plays
             run.sampler._state))])
-        return original(run, spec, tasks, step)
+        return original(run, spec, tasks, step, keep)
 
     monkeypatch.setattr(evaluation, "model_outcomes", spy)
     workdir = tmp_path / "run"
