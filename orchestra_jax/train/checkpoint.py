@@ -84,7 +84,11 @@ class CheckpointManager:
         keep: int = 3,
         save_every: int = 1,
         async_save: bool = True,
+        reader: bool = False,
     ) -> None:
+        """`reader=True` opens the directory only to restore (`orchestra eval`, `export`,
+        `serve --model WORKDIR`): it creates nothing and leaves orbax's temporary folders
+        alone, which may be a still-training run's checkpoint being written."""
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
             raise CheckpointError(f"keep must be a positive integer, got {keep!r}")
         if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1:
@@ -96,8 +100,8 @@ class CheckpointManager:
             max_to_keep=keep,
             save_interval_steps=save_every,
             enable_async_checkpointing=async_save,
-            create=True,
-            cleanup_tmp_directories=True,
+            create=not reader,
+            cleanup_tmp_directories=not reader,
         )
         try:
             self._manager = ocp.CheckpointManager(

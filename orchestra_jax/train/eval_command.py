@@ -56,7 +56,7 @@ def _is_model_name(name: str) -> bool:
 
 def _restore_latest(run: Run, checkpoint: Path) -> int:
     """The run's newest checkpoint that restores, into `run.state`; its step."""
-    manager = CheckpointManager(run.workdir / "checkpoints", keep=1)
+    manager = CheckpointManager(run.workdir / "checkpoints", keep=1, reader=True)
     try:
         restored = manager.restore_latest(abstract_like(run.checkpoint_state()))
     finally:

@@ -214,7 +214,7 @@ def _prepare_out(out: Path) -> Path:
 
 def _restore(run: Any, workdir: Path, step: int | None) -> int:
     """The chosen (or newest restorable) checkpoint into `run.state`; its step."""
-    manager = CheckpointManager(workdir / "checkpoints", keep=1)
+    manager = CheckpointManager(workdir / "checkpoints", keep=1, reader=True)
     abstract = abstract_like(run.checkpoint_state())
     try:
         if step is None:
@@ -244,7 +244,7 @@ def export_policy(workdir: str | Path, out: str | Path, step: int | None = None)
         raise ConfigError(f"--workdir {workdir}: no checkpoints/ directory; not a run of "
                           "`orchestra train` (or it has saved no checkpoint yet)")
     if step is not None:
-        with CheckpointManager(workdir / "checkpoints", keep=1) as manager:
+        with CheckpointManager(workdir / "checkpoints", keep=1, reader=True) as manager:
             steps = manager.all_steps()
         if step not in steps:
             raise ConfigError(f"--step {step}: no checkpoint of that step in {workdir}; "
@@ -292,7 +292,7 @@ def cached_export(workdir: str | Path) -> Export:
     """The run's newest policy exported to `workdir/export/step_N`, written once and reused:
     what `orchestra serve --model W` loads."""
     workdir = Path(workdir).expanduser().absolute()
-    with CheckpointManager(workdir / "checkpoints", keep=1) as manager:
+    with CheckpointManager(workdir / "checkpoints", keep=1, reader=True) as manager:
         latest = manager.latest_step()
     if latest is None:
         raise ConfigError(f"--model {workdir}: the run has saved no RL checkpoint yet")
