@@ -97,9 +97,17 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from orchestra_jax.sharding.multihost import PlacementError, ProcessPlace, initialize
     from orchestra_jax.train.loop import run_from_cli
 
     configure_cli_logging()
+    try:
+        place = ProcessPlace.from_environment(args.coordinator, args.num_processes,
+                                              args.process_id)
+    except PlacementError as err:
+        print(f"orchestra train: {err}", file=sys.stderr)
+        return 2
+    initialize(place)  # before anything touches a device
     return run_from_cli(args.config, args.workdir, args.overrides)
 
 
@@ -202,7 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_OVERRIDES_HELP)
     train.add_argument("--config", required=True, metavar="FILE[:ARG]", help=_CONFIG_HELP)
     train.add_argument("--workdir", required=True, metavar="DIR",
-                       help="run directory: config.json, checkpoints, TensorBoard events")
+                       help="run directory: config.json, checkpoints, TensorBoard events "
+                            "(a local path or a URL such as gs://bucket/run)")
+    place = train.add_argument_group(
+        "multi-process runs", "one process per host; default: $ORCHESTRA_COORDINATOR, "
+        "$ORCHESTRA_NUM_PROCESSES, $ORCHESTRA_PROCESS_ID (then JAX_COORDINATOR_ADDRESS, "
+        "JAX_NUM_PROCESSES, JAX_PROCESS_ID); on a TPU pod slice none are needed")
+    place.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="address of process 0's coordinator service")
+    place.add_argument("--num_processes", type=int, metavar="N", help="processes in the run")
+    place.add_argument("--process_id", type=int, metavar="I", help="this process, 0..N-1")
     train.set_defaults(run=_train, overrides=[])
 
     evaluate = sub.add_parser(

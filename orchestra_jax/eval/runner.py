@@ -36,6 +36,7 @@ from orchestra_jax.rollout.requests import SamplingParams
 from orchestra_jax.rollout.scripted import ChooseTurn, scripted_episodes
 from orchestra_jax.rollout.statistics import rollout_metrics
 from orchestra_jax.rollout.trajectory import Trajectory
+from orchestra_jax.sharding.multihost import is_primary
 from orchestra_jax.sync import run_coroutine
 
 #: The rollout metrics the periodic evaluation reports, under `eval/`.
@@ -175,14 +176,15 @@ def evaluate_policies(run: PolicyRun, spec: EvalSpec, *, step: int, base_params:
         outcomes[name] = scripted_outcomes(run, spec, list(spec.tasks), name,
                                            kept.setdefault(name, []))
     log(f"eval: {len(spec.scripted)} scripted policies")
-    files = write_trajectories(kept, out_dir)
+    primary = is_primary()  # in a multi-process run, process 0 alone writes
+    files = write_trajectories(kept, out_dir) if primary else {}
     base = outcomes.get("sft", outcomes["trained"])
     policies = {name: policy_table(o, spec.aliases, base=base) for name, o in outcomes.items()}
     routes = [n for n in policies if n.startswith("route:")]
     best = max(routes, key=lambda n: (policies[n]["accuracy"], -policies[n]["cost_usd"]),
                default=None)
     preference_eval = _preference_eval(run, spec, step, base)
-    png = pareto_plot(policies, out_dir / "pareto.png")
+    png = pareto_plot(policies, out_dir / "pareto.png") if primary else out_dir / "pareto.png"
     return {"policies": policies, "best_fixed_route": best, "preference_eval": preference_eval,
             "pareto_png": str(png), "trajectories": files}
 

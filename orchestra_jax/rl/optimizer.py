@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 SCHEDULES = ("constant", "cosine", "linear")
@@ -227,8 +228,9 @@ def set_lr_scale(opt_state: Any, value: float) -> Any:
     the device placement of the multiplier it replaces."""
     inner_state, scale_state = opt_state
     old = scale_state.hyperparams[_LR_SCALE]
-    new = jnp.asarray(value, dtype=old.dtype)
-    if isinstance(old, jax.Array):
-        new = jax.device_put(new, old.sharding)
+    if isinstance(old, jax.Array):  # from host memory: a mesh may span processes
+        new = jax.device_put(np.asarray(value, dtype=old.dtype), old.sharding)
+    else:
+        new = jnp.asarray(value, dtype=old.dtype)
     hyperparams = dict(scale_state.hyperparams, **{_LR_SCALE: new})
     return (inner_state, scale_state._replace(hyperparams=hyperparams))

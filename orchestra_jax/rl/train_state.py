@@ -140,8 +140,10 @@ def init_train_state(
 
     ref_params = copy(shardings.ref_params) if reference else None
     ema_params = copy(shardings.ema_params) if ema else None
-    step = jax.device_put(jnp.zeros((), jnp.int32), shardings.step)
-    rng = jax.device_put(jax.random.key(seed), shardings.rng)
+    # Made by jitted functions onto their shardings: `device_put` of an array that lives on
+    # one local device cannot reach a mesh that spans processes.
+    step = jax.jit(lambda: jnp.zeros((), jnp.int32), out_shardings=shardings.step)()
+    rng = jax.jit(lambda: jax.random.key(seed), out_shardings=shardings.rng)()
     return graphdef, TrainState(step=step, params=params, opt_state=opt_state,
                                 ref_params=ref_params, rng=rng, ema_params=ema_params)
 

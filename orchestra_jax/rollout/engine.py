@@ -33,6 +33,10 @@ class EpisodeSpec:
     task: Any
     group: int | None = None
     task_id: str | None = None
+    #: The episode's place in the whole step, which seeds its sampling (None: its position
+    #: in the `run_episodes` call). A host that plays its share of a multi-host step keeps
+    #: the global places, so the step samples the same tokens on any number of hosts.
+    index: int | None = None
 
 
 def grouped_episodes(
@@ -94,7 +98,9 @@ async def run_episodes(
                 generator=generator,
                 tokenizer=tokenizer,
                 executor=executor,
-                sampling=dataclasses.replace(sampling, seed=episode_seed(sampling.seed, index)),
+                sampling=dataclasses.replace(
+                    sampling, seed=episode_seed(sampling.seed,
+                                                index if spec.index is None else spec.index)),
                 max_turns=max_turns,
                 timeout_s=timeout_s,
                 max_prompt_tokens=max_prompt_tokens,

@@ -24,6 +24,7 @@ from flax import nnx
 from orchestra_jax.models.decoder import Decoder
 from orchestra_jax.models.sampling import DecodeEngine, SamplerBuckets
 from orchestra_jax.rollout.requests import GenerationResult, SamplingParams
+from orchestra_jax.sharding.multihost import params_to_local
 from orchestra_jax.sharding.rules import LogicalRules
 
 __all__ = ["Sampler", "SamplerBuckets"]
@@ -66,7 +67,8 @@ class Sampler:
         self.pad_id = self.engine.pad_id
         self.stop_token_ids = self.engine.stop_token_ids
         self.buckets = self.engine.buckets
-        _, self._state = nnx.split(model)
+        _, state = nnx.split(model)
+        self._state = params_to_local(state, mesh)
         self.params_version = 0
         self._lock = threading.Lock()
 
@@ -83,7 +85,13 @@ class Sampler:
     # ---- parameters -------------------------------------------------------------------------
 
     def update_params(self, state: nnx.State, version: int) -> None:
-        """Use new policy parameters (same structure) for every later `sample` call."""
+        """Use new policy parameters (same structure) for every later `sample` call.
+
+        Parameters on this sampler's mesh are used as they are (collocated: no copy). In a
+        multi-process run the sampler works on this host's devices alone, and parameters
+        sharded over every host's are first gathered onto them: a collective, so every
+        process calls this at the same point."""
+        state = params_to_local(state, self.mesh)
         with self._lock:
             self._state = state
             self.params_version = int(version)

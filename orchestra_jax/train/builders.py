@@ -10,7 +10,7 @@ path points at -- and raises `ConfigError` naming the key.
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
+import os
 from typing import Any
 
 import jax
@@ -31,9 +31,11 @@ from orchestra_jax.rl.update_step import UpdateConfig, make_update_step
 from orchestra_jax.rollout.batcher import Batcher
 from orchestra_jax.rollout.sampler import Sampler, SamplerBuckets
 from orchestra_jax.sharding import make_mesh
+from orchestra_jax.sharding.multihost import local_mesh, primary_first
 from orchestra_jax.tokenization import Tokenizer, named_chat_template
 from orchestra_jax.train.envs import EnvSuite, build_env_suite
 from orchestra_jax.train.errors import ConfigError
+from orchestra_jax.train.paths import local_mirror
 from orchestra_jax.train.run import RolloutSettings, Run, UpdateSettings
 
 # ---------------------------------------------------------------------------------------------
@@ -45,6 +47,10 @@ def build_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
     (1, 1, 1) recipe runs on one device of a multi-device host."""
     shape = tuple(int(d) for d in config.mesh.shape)
     devices = jax.devices()
+    if -1 not in shape and jax.process_count() > 1 and int(np.prod(shape)) != len(devices):
+        raise ConfigError(f"config key 'mesh.shape' is {shape}: a run of {jax.process_count()} "
+                          f"processes trains on all {len(devices)} devices; use -1 for one "
+                          "axis (e.g. --config.mesh.shape='(1,-1,1)')")
     if -1 not in shape:
         need = int(np.prod(shape))
         if need > len(devices):
@@ -304,10 +310,13 @@ def _policy(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, rules: A
     return model, run_tokenizer(config, suite, own_tokenizer)
 
 
-def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
+def build_run(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]) -> Run:
     """Every component of the run `config` describes, in `workdir` (environments that build
-    files, such as a trained vocabulary, build them there once)."""
-    suite = build_env_suite(config, workdir)
+    files, such as a trained vocabulary, build them once in its local mirror: the workdir
+    itself unless it is a URL; process 0 first, the others then read what it built)."""
+    local = local_mirror(workdir)
+    local.mkdir(parents=True, exist_ok=True)
+    suite = primary_first("build_env_suite", lambda: build_env_suite(config, local))
     strata, strata_weights = strata_of(config, suite)
     mesh, rules, seed = build_mesh(config), mesh_rules(config), int(config.train.seed)
     model, tokenizer = _policy(config, mesh, rules, seed, suite)
@@ -329,11 +338,12 @@ def build_run(config: ml_collections.ConfigDict, workdir: Path) -> Run:
     # requests (timing, machine load) then cannot change a single bit of what is sampled,
     # which exact resume needs; filler rows cost only their matmul rows.
     rows = -(-int(config.rollout.max_batch_size) // shards) * shards
-    sampler = Sampler(model, mesh, rules=rules, pad_id=tokenizer.pad_token_id,
+    # With several processes, each host samples its own episodes on its own devices.
+    sampler = Sampler(model, local_mesh(mesh), rules=rules, pad_id=tokenizer.pad_token_id,
                       stop_token_ids=tokenizer.stop_token_ids, seed=seed,
                       buckets=SamplerBuckets(batch_sizes=(rows,)))
     return Run(
-        config=config, workdir=workdir, seed=seed, suite=suite, tokenizer=tokenizer,
+        config=config, workdir=local, seed=seed, suite=suite, tokenizer=tokenizer,
         mesh=mesh, rules=rules, shards=shards, rows=mini_batch_rows(config, shards),
         buckets=sequence_buckets(config), strata=strata, strata_weights=strata_weights,
         rollout=rollout_settings(config), updates=updates, filters=sample_filters(config),

@@ -37,6 +37,9 @@ from typing import Any
 import numpy as np
 import orbax.checkpoint as ocp
 
+from orchestra_jax.sharding.multihost import barrier, is_primary
+from orchestra_jax.train.paths import is_url, run_path
+
 _ITEMS = ("state", "data", "extra")
 # The JSON files orbax writes into a step directory: a damaged one fails the file check.
 _JSON_FILES = ("_CHECKPOINT_METADATA", "metadata", "_METADATA", "_sharding")
@@ -93,7 +96,8 @@ class CheckpointManager:
             raise CheckpointError(f"keep must be a positive integer, got {keep!r}")
         if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1:
             raise CheckpointError(f"save_every must be a positive integer, got {save_every!r}")
-        self.directory = Path(directory).absolute()
+        # A URL (gs://…) stays a URL for orbax; a local path becomes absolute.
+        self.directory = run_path(directory)
         if self.directory.exists() and not self.directory.is_dir():
             raise CheckpointError(f"checkpoint directory {self.directory} is not a directory")
         options = ocp.CheckpointManagerOptions(
@@ -110,6 +114,11 @@ class CheckpointManager:
         except (OSError, ValueError) as exc:
             raise CheckpointError(
                 f"cannot open checkpoint directory {self.directory}: {exc}"
+            ) from exc
+        except ImportError as exc:  # orbax reads gs:// buckets with google-cloud-storage
+            raise CheckpointError(
+                f"cannot open checkpoint directory {self.directory}: {exc}; cloud storage "
+                "needs the [gcs] extra (pip install 'orchestra_jax[gcs]')"
             ) from exc
 
     def save(
@@ -167,7 +176,7 @@ class CheckpointManager:
             raise CheckpointError(
                 f"no checkpoint for step {step} in {self.directory}; available steps: {steps}"
             )
-        damage = _step_damage(self._step_dir(step))
+        damage = self._damage(step)
         if damage is not None:
             raise CheckpointError(
                 f"cannot restore step {step} from {self._step_dir(step)}: {damage}"
@@ -196,7 +205,7 @@ class CheckpointManager:
             return None
         failures: list[tuple[int, str]] = []
         for step in reversed(steps):
-            reason = _step_damage(self._step_dir(step))
+            reason = self._damage(step)
             if reason is None:
                 try:
                     state, data_state, extra = self._orbax_restore(step, abstract_state)
@@ -212,8 +221,15 @@ class CheckpointManager:
             "nothing was moved"
         )
 
-    def _step_dir(self, step: int) -> Path:
+    def _step_dir(self, step: int) -> Any:
         return self.directory / str(step)
+
+    def _damage(self, step: int) -> str | None:
+        """`_step_damage` of a local step; None for one in cloud storage, whose files orbax
+        alone reads (the file check opens local files)."""
+        if is_url(self.directory):
+            return None
+        return _step_damage(Path(str(self._step_dir(step))))
 
     def _orbax_restore(
         self, step: int, abstract_state: Any
@@ -247,6 +263,8 @@ class CheckpointManager:
         manager forget them, so its step list, pruning and later saves see only real steps."""
         for step, reason in failures:
             target = self._aside_path(step)
+            if not is_primary():  # every process found the same damage; process 0 moves it
+                continue
             try:
                 self._step_dir(step).rename(target)
             except OSError as exc:
@@ -258,6 +276,7 @@ class CheckpointManager:
                 log(f"checkpoint step {step} in {self.directory} is damaged ({reason}); "
                     f"moved it to {target}; restored step {restored} instead")
         if failures:
+            barrier("checkpoint:set-aside")
             self._manager.reload()
 
     def _aside_path(self, step: int) -> Path:

@@ -43,6 +43,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from orchestra_jax.train.errors import ConfigError, close_matches
+from orchestra_jax.train.paths import URL_SCHEMES, run_path
 from orchestra_jax.train.schema import free_form_keys, validate_config
 
 __all__ = [
@@ -448,11 +449,17 @@ def dump_config(
     """Write the config as JSON into ``workdir`` (created if needed), atomically; the path.
 
     The run directory then says exactly which settings produced its checkpoints and curves,
-    overrides included; a crash mid-write never leaves a half-written file.
+    overrides included; a crash mid-write never leaves a half-written file. A URL workdir
+    (gs://…) gets one whole-object write, which object stores make atomic themselves.
     """
+    text = config_to_json(config) + "\n"
+    if str(workdir).startswith(URL_SCHEMES):
+        remote = run_path(workdir)
+        remote.mkdir(parents=True, exist_ok=True)
+        (remote / name).write_text(text)
+        return remote / name
     directory = Path(workdir)
     directory.mkdir(parents=True, exist_ok=True)
-    text = config_to_json(config) + "\n"
     target = directory / name
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
     try:

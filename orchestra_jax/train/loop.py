@@ -39,6 +39,7 @@ from typing import Any
 
 import ml_collections
 import numpy as np
+from etils import epath
 
 from orchestra_jax.data.pipeline import PipelineError, task_pipeline
 from orchestra_jax.eval.runner import final_evaluation, periodic_evaluation
@@ -51,11 +52,13 @@ from orchestra_jax.rollout.statistics import (
     trajectory_markdown,
 )
 from orchestra_jax.rollout.trajectory import Trajectory
+from orchestra_jax.sharding.multihost import allgather_objects, is_primary
 from orchestra_jax.train.builders import build_run
 from orchestra_jax.train.checkpoint import CheckpointError, CheckpointManager, abstract_like
 from orchestra_jax.train.config import ConfigError, config_to_json, dump_config, load_config
 from orchestra_jax.train.envs import check_env
 from orchestra_jax.train.metrics import MetricsWriter, update_tags
+from orchestra_jax.train.paths import is_url, run_path, upload_tree
 from orchestra_jax.train.preemption import PreemptionGuard
 from orchestra_jax.train.progress import ProgressLine
 from orchestra_jax.train.run import Run
@@ -91,19 +94,27 @@ class StepResult:
 StepObserver = Callable[[Run, StepResult], None]
 
 
-def prepare_workdir(workdir: str | Path) -> Path:
-    """The absolute run directory, created and writable; ConfigError naming `--workdir`
-    when it is a file, or cannot be created or written (a read-only filesystem)."""
-    path = Path(workdir).expanduser().absolute()
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"--workdir {path}: exists and is not a directory")
+def prepare_workdir(workdir: str | os.PathLike[str]) -> epath.Path:
+    """The run directory as an `epath.Path`, created and writable: a URL (`gs://…`) stays a
+    URL, a local path becomes absolute. ConfigError naming `--workdir` when a local one is a
+    file, or cannot be created or written (a read-only filesystem)."""
+    path = run_path(workdir)
+    if is_url(path):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except (OSError, ImportError) as exc:
+            raise ConfigError(f"--workdir {path}: cannot be created ({exc})") from exc
+        return path
+    local = Path(str(path))
+    if local.exists() and not local.is_dir():
+        raise ConfigError(f"--workdir {local}: exists and is not a directory")
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        local.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"--workdir {path}: cannot be created ({exc.strerror or exc})"
+        raise ConfigError(f"--workdir {local}: cannot be created ({exc.strerror or exc})"
                           ) from exc
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"--workdir {path}: is not writable (a read-only filesystem, or "
+    if not os.access(local, os.W_OK | os.X_OK):
+        raise ConfigError(f"--workdir {local}: is not writable (a read-only filesystem, or "
                           "no write permission)")
     return path
 
@@ -230,7 +241,7 @@ def _resume_or_warm_start(run: Run, manager: CheckpointManager, writer: MetricsW
     return start
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | Path,
+def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str],
           observer: StepObserver | None = None) -> dict[str, Any]:
     """Run (or resume) the experiment `config` in `workdir`; a summary dict when it stops.
 
@@ -244,23 +255,28 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path,
     validate_config(config)
     check_env(config)  # an unregistered environment (tau2), a bad task file: nothing written
     workdir = prepare_workdir(workdir)
-    try:
-        dump_config(config, workdir)
-    except OSError as exc:
-        raise ConfigError(f"--workdir {workdir}: cannot write config.json ({exc})") from exc
+    primary = is_primary()  # process 0 alone writes logs, summaries, plots and the config
+    if primary:
+        try:
+            dump_config(config, workdir)
+        except OSError as exc:
+            raise ConfigError(f"--workdir {workdir}: cannot write config.json ({exc})"
+                              ) from exc
     run = build_run(config, workdir)
     total = int(config.train.steps)
     every = int(config.train.checkpoint_every)
     manager = CheckpointManager(workdir / "checkpoints", keep=int(config.train.keep_checkpoints))
-    writer = MetricsWriter(workdir / "tensorboard", enabled=bool(config.logging.tensorboard))
-    progress = ProgressLine(total)
+    writer = MetricsWriter(workdir / "tensorboard",
+                           enabled=bool(config.logging.tensorboard) and primary)
+    quiet = None if primary else open(os.devnull, "w")
+    progress = ProgressLine(total, stream=quiet)
     evaluation: dict[str, Any] = {}
     preempted, checkpoint_step = False, None
     try:
         begun = _resume_or_warm_start(run, manager, writer, progress)
         step, history = begun.step, begun.history
         if step:
-            progress = ProgressLine(total, start_step=step)
+            progress = ProgressLine(total, start_step=step, stream=quiet)
         run.sampler.update_params(run.state.params, version=step)
         pipeline = task_pipeline(run.suite.tasks, seed=run.seed,
                                  prompts_per_step=int(config.rollout.prompts_per_step),
@@ -285,7 +301,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path,
                 if observer is not None:
                     observer(run, result)
                 progress.update(step, metrics)
-                preempted = guard.should_stop
+                # Every process stops at the same step when any of them was asked to.
+                preempted = any(allgather_objects(guard.should_stop))
                 if (every and step % every == 0) or step == total or preempted:
                     writer.flush()
                     manager.save(step, run.checkpoint_state(), pipeline.get_state(),
@@ -299,7 +316,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path,
                 and run.suite.evaluation is not None):
             evaluation = final_evaluation(
                 run, run.suite.evaluation, step=step, base_params=begun.base_params,
-                out_dir=workdir, max_tasks=config.eval.max_tasks,
+                out_dir=run.workdir, max_tasks=config.eval.max_tasks,
                 ema_decay=run.updates.ema_decay, log=progress.write)
             writer.text(step, "text/summary", "```json\n" + json.dumps(
                 {k: evaluation[k] for k in ("best_fixed_route", "preference_eval")},
@@ -308,11 +325,16 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path,
         progress.close()
         writer.close()
         manager.close()
+        if quiet is not None:
+            quiet.close()
     summary = {"workdir": str(workdir), "step": step, "total_steps": total,
                "preempted": preempted, "checkpoint_step": checkpoint_step,
                "final_metrics": history[-1] if history else {},
                "wall_time_s": time.perf_counter() - start_time, **evaluation}
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if primary:
+        if is_url(workdir):  # the files built locally (vocabulary, warm start, evaluation)
+            upload_tree(run.workdir, workdir)
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -328,8 +350,9 @@ def run_from_cli(config_path: str, workdir: str, overrides: Sequence[str]) -> in
     except TrainingDiverged as err:
         print(f"orchestra train: {err}", file=sys.stderr)
         return EXIT_DIVERGED
-    print(json.dumps({k: summary[k] for k in ("step", "total_steps", "preempted",
-                                              "checkpoint_step", "wall_time_s")}))
+    if is_primary():
+        print(json.dumps({k: summary[k] for k in ("step", "total_steps", "preempted",
+                                                  "checkpoint_step", "wall_time_s")}))
     return 0
 
 

@@ -41,6 +41,8 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.text import summary_v2 as text_summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
+from orchestra_jax.train.paths import URL_SCHEMES
+
 log = logging.getLogger(__name__)
 
 #: Documented tag patterns and their meaning. `<name>` stands for one free-form segment
@@ -189,7 +191,9 @@ class MetricsWriter:
         flush_every_s: float = 30.0,
         histogram_buckets: int = 30,
     ):
-        self.logdir = Path(logdir)
+        # A URL (gs://…) reaches TensorBoard's writer as a URL: its file layer (fsspec) writes
+        # there; `Path` would fold it into a local folder named "gs:".
+        self.logdir = logdir if str(logdir).startswith(URL_SCHEMES) else Path(logdir)
         self.enabled = enabled
         self.histogram_buckets = max(1, int(histogram_buckets))
         #: Values skipped (non-finite, non-numeric, empty histogram), counted per tag.

@@ -33,6 +33,7 @@ from orchestra_jax.rollout.requests import SamplingParams
 from orchestra_jax.rollout.sampler import Sampler
 from orchestra_jax.rollout.trajectory import TokenSequence, Trajectory
 from orchestra_jax.seeding import derive_seed
+from orchestra_jax.sharding.multihost import allgather_objects, local_block, process_count
 from orchestra_jax.sync import run_coroutine
 from orchestra_jax.tokenization import Tokenizer
 from orchestra_jax.train.envs import EnvSuite
@@ -106,15 +107,27 @@ class Run:
 
     def episodes(self, tasks: Sequence[Any], group_size: int, sampling: SamplingParams,
                  ) -> list[Trajectory]:
-        """`group_size` episodes of every task through the batcher and the sampler."""
-        specs = grouped_episodes(tasks, self.suite.make_env, group_size)
-        specs = [dataclasses.replace(s, task_id=task_id_of(s.task, s.group)) for s in specs]
+        """`group_size` episodes of every task through the batcher and the sampler.
+
+        With several processes each plays the episodes of its own block of `tasks` (whole
+        groups, with their places in the whole step, so what is sampled does not depend on
+        the number of processes) through its own tool executor, and every process gets every
+        trajectory back, in task order: rewards normalised within a group, metrics and the
+        global batch all see the whole step."""
+        block = local_block(len(tasks))
+        first = block.start * group_size
+        specs = grouped_episodes([tasks[i] for i in block], self.suite.make_env, group_size)
+        specs = [dataclasses.replace(s, group=block.start + s.group, index=first + n,
+                                     task_id=task_id_of(s.task, block.start + s.group))
+                 for n, s in enumerate(specs)]
         r = self.rollout
         trajectories = run_coroutine(run_episodes(
             specs, generator=self.batcher, tokenizer=self.tokenizer,
             executor=self.suite.make_executor(), sampling=sampling, max_turns=r.max_turns,
             timeout_s=r.episode_timeout_s, max_prompt_tokens=r.max_prompt_tokens,
-            max_concurrent_episodes=r.max_concurrent_episodes))
+            max_concurrent_episodes=r.max_concurrent_episodes)) if specs else []
+        if process_count() > 1:
+            trajectories = [t for part in allgather_objects(trajectories) for t in part]
         price = self.suite.policy_price
         if price is not None:  # the orchestrator's own tokens, at its model's price
             for t in trajectories:

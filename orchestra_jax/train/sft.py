@@ -32,6 +32,7 @@ from orchestra_jax.rl.update_step import UpdateConfig, make_update_step
 from orchestra_jax.rollout.scripted import scripted_episodes
 from orchestra_jax.rollout.trajectory import TokenSequence
 from orchestra_jax.seeding import derive_seed
+from orchestra_jax.sharding.multihost import gather_to_host, is_primary
 from orchestra_jax.sharding.rules import LogicalRules
 from orchestra_jax.sync import run_coroutine
 from orchestra_jax.train.errors import ConfigError
@@ -236,7 +237,9 @@ def warm_start(run: Run, writer: MetricsWriter, progress: ProgressLine) -> Any:
     _, run.state = init_train_state(nnx.merge(run.graphdef, params), run.optimizer, run.mesh,
                                     run.rules, reference=run.config.loss.kl_coef > 0,
                                     seed=run.seed, ema=run.updates.ema_decay > 0)
-    _save_atomically(run, base)
+    whole = gather_to_host(base)  # a collective: every process takes part
+    if is_primary():
+        _save_atomically(run, whole)
     progress.write(f"sft: done in {time.perf_counter() - start:.0f} s")
     return base
 
