@@ -156,6 +156,26 @@ def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str], str | N
     return rest, overrides, None
 
 
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    """`orchestra train` and its multi-process flags."""
+    train = sub.add_parser(
+        "train", help="RL training of an orchestrator (resumes from the workdir's checkpoint)",
+        epilog=_OVERRIDES_HELP)
+    train.add_argument("--config", required=True, metavar="FILE[:ARG]", help=_CONFIG_HELP)
+    train.add_argument("--workdir", required=True, metavar="DIR",
+                       help="run directory: config.json, checkpoints, TensorBoard events "
+                            "(a local path or a URL such as gs://bucket/run)")
+    place = train.add_argument_group(
+        "multi-process runs", "one process per host; default: $ORCHESTRA_COORDINATOR, "
+        "$ORCHESTRA_NUM_PROCESSES, $ORCHESTRA_PROCESS_ID (then JAX_COORDINATOR_ADDRESS, "
+        "JAX_NUM_PROCESSES, JAX_PROCESS_ID); on a TPU pod slice none are needed")
+    place.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="address of process 0's coordinator service")
+    place.add_argument("--num_processes", type=int, metavar="N", help="processes in the run")
+    place.add_argument("--process_id", type=int, metavar="I", help="this process, 0..N-1")
+    train.set_defaults(run=_train, overrides=[])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orchestra",
@@ -205,22 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", type=int, default=0, help="sampling seed of unseeded requests")
     serve.set_defaults(run=_serve)
 
-    train = sub.add_parser(
-        "train", help="RL training of an orchestrator (resumes from the workdir's checkpoint)",
-        epilog=_OVERRIDES_HELP)
-    train.add_argument("--config", required=True, metavar="FILE[:ARG]", help=_CONFIG_HELP)
-    train.add_argument("--workdir", required=True, metavar="DIR",
-                       help="run directory: config.json, checkpoints, TensorBoard events "
-                            "(a local path or a URL such as gs://bucket/run)")
-    place = train.add_argument_group(
-        "multi-process runs", "one process per host; default: $ORCHESTRA_COORDINATOR, "
-        "$ORCHESTRA_NUM_PROCESSES, $ORCHESTRA_PROCESS_ID (then JAX_COORDINATOR_ADDRESS, "
-        "JAX_NUM_PROCESSES, JAX_PROCESS_ID); on a TPU pod slice none are needed")
-    place.add_argument("--coordinator", metavar="HOST:PORT",
-                       help="address of process 0's coordinator service")
-    place.add_argument("--num_processes", type=int, metavar="N", help="processes in the run")
-    place.add_argument("--process_id", type=int, metavar="I", help="this process, 0..N-1")
-    train.set_defaults(run=_train, overrides=[])
+    _add_train_parser(sub)
 
     evaluate = sub.add_parser(
         "eval", help="evaluate a trained policy against the sft, random and fixed-route "

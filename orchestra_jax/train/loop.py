@@ -252,16 +252,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str],
     the key before any step runs. `observer(run, result)` sees every completed step.
     """
     start_time = time.perf_counter()
-    validate_config(config)
-    check_env(config)  # an unregistered environment (tau2), a bad task file: nothing written
-    workdir = prepare_workdir(workdir)
+    workdir = _checked_workdir(config, workdir)
     primary = is_primary()  # process 0 alone writes logs, summaries, plots and the config
-    if primary:
-        try:
-            dump_config(config, workdir)
-        except OSError as exc:
-            raise ConfigError(f"--workdir {workdir}: cannot write config.json ({exc})"
-                              ) from exc
     run = build_run(config, workdir)
     total = int(config.train.steps)
     every = int(config.train.checkpoint_every)
@@ -332,10 +324,31 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str],
                "final_metrics": history[-1] if history else {},
                "wall_time_s": time.perf_counter() - start_time, **evaluation}
     if primary:
-        if is_url(workdir):  # the files built locally (vocabulary, warm start, evaluation)
-            upload_tree(run.workdir, workdir)
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _write_summary(run, workdir, summary)
     return summary
+
+
+def _checked_workdir(config: ml_collections.ConfigDict,
+                     workdir: str | os.PathLike[str]) -> epath.Path:
+    """The config validated and the environment's inputs checked before anything is written;
+    then the workdir, with the config in it (written by process 0)."""
+    validate_config(config)
+    check_env(config)  # an unregistered environment (tau2), a bad task file: nothing written
+    path = prepare_workdir(workdir)
+    if is_primary():
+        try:
+            dump_config(config, path)
+        except OSError as exc:
+            raise ConfigError(f"--workdir {path}: cannot write config.json ({exc})") from exc
+    return path
+
+
+def _write_summary(run: Run, workdir: epath.Path, summary: dict[str, Any]) -> None:
+    """summary.json, after the files a URL workdir's local mirror holds (the vocabulary, the
+    warm start, the evaluation's files) are uploaded."""
+    if is_url(workdir):
+        upload_tree(run.workdir, workdir)
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def run_from_cli(config_path: str, workdir: str, overrides: Sequence[str]) -> int:
