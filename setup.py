@@ -7,6 +7,7 @@ INSTALL_REQUIRES = [
     "flax>=0.12",
     "optax>=0.2.5",
     "orbax-checkpoint>=0.11",
+    "etils[epath]>=1.7",  # etils.epath: workdirs and checkpoints on local disk or gs:// alike
     "grain>=0.2.12",
     "tensorstore>=0.1.70",
     "sentencepiece>=0.2",
@@ -37,6 +38,22 @@ EXTRAS_REQUIRE = {
         "nbclient>=0.10",  # CI executes the quickstart notebook
         "nbformat>=5.10",
         "ipykernel>=6.29",
+    ],
+    # Accelerator builds of jax, pinned to the release the project is tested with (the base
+    # `jax>=0.8` installs the CPU build; each jax release pins its own libtpu / CUDA plugin).
+    # cuda12, not cuda13: its pip-installed CUDA runs on the older drivers of Colab and most
+    # clusters (cuda13 needs a CUDA 13 driver, the 580 series or newer).
+    "tpu": [
+        "jax[tpu]==0.10.2",
+        "gcsfs>=2026.4.0",  # same as [gcs]: a TPU VM reads its data and writes its workdir on GCS
+    ],
+    "cuda": [
+        "jax[cuda12]==0.10.2",
+    ],
+    # gs:// paths: etils.epath reads them through fsspec's gcsfs (or TensorFlow, if present).
+    # The lower bound is etils' own (`etils[epath-gcs]`).
+    "gcs": [
+        "gcsfs>=2026.4.0",
     ],
     # Peers that the benchmarks compare against (not needed by the tests).
     "bench": [
