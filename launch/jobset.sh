@@ -43,23 +43,7 @@ set -euo pipefail
 
 prog="launch/jobset.sh"
 
-usage() { sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; }
-die() { printf '%s: %s\n(see %s --help)\n' "${prog}" "$*" "${prog}" >&2; exit 2; }
-need_value() { [[ $# -ge 2 && -n "$2" && "$2" != --* ]] || die "flag $1 needs a value"; }
-
-# Shell quoting that reads well: plain words stay bare, others go in single quotes ('\'' for a
-# quote inside); words with control characters get printf %q (the pods run bash).
-quote_word() {
-  local w="$1"
-  if [[ "${w}" =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then printf '%s' "${w}"
-  elif [[ "${w}" == *[$'\n\r\t']* ]]; then printf '%q' "${w}"
-  else printf "'%s'" "${w//\'/\'\\\'\'}"; fi
-}
-quote() {
-  local out="" word
-  for word in "$@"; do out+="$(quote_word "${word}") "; done
-  printf '%s' "${out% }"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 mode="apply"
 name="orchestra"
@@ -72,36 +56,34 @@ port=8476
 service_account=""
 max_restarts=0
 
-while [[ $# -gt 0 ]]; do
+# One flag of this launcher, for parse_flags (lib/common.sh): set its variable and `taken`, the
+# words it used (0: not a flag of this launcher).
+flag() {
+  taken=2
   case "$1" in
-    --dry-run) mode="dry-run"; shift ;;
-    --render) mode="render"; shift ;;
-    --name) need_value "$@"; name="$2"; shift 2 ;;
-    --image) need_value "$@"; image="$2"; shift 2 ;;
-    --tpu-type) need_value "$@"; tpu_type="$2"; shift 2 ;;
-    --topology) need_value "$@"; topology="$2"; shift 2 ;;
-    --device-type) need_value "$@"; device_type="$2"; shift 2 ;;
-    --num-nodes) need_value "$@"; num_nodes="$2"; shift 2 ;;
-    --port) need_value "$@"; port="$2"; shift 2 ;;
-    --service-account) need_value "$@"; service_account="$2"; shift 2 ;;
-    --max-restarts) need_value "$@"; max_restarts="$2"; shift 2 ;;
-    -h|--help) usage; exit 0 ;;
-    --) shift; break ;;
-    *) die "unknown flag '$1' (the command to run goes after --)" ;;
+    --dry-run) mode="dry-run"; taken=1 ;;
+    --render) mode="render"; taken=1 ;;
+    --name) need_value "$@"; name="$2" ;;
+    --image) need_value "$@"; image="$2" ;;
+    --tpu-type) need_value "$@"; tpu_type="$2" ;;
+    --topology) need_value "$@"; topology="$2" ;;
+    --device-type) need_value "$@"; device_type="$2" ;;
+    --num-nodes) need_value "$@"; num_nodes="$2" ;;
+    --port) need_value "$@"; port="$2" ;;
+    --service-account) need_value "$@"; service_account="$2" ;;
+    --max-restarts) need_value "$@"; max_restarts="$2" ;;
+    *) taken=0 ;;
   esac
-done
-[[ $# -gt 0 ]] || die "missing COMMAND: give it after --, e.g. ${prog} -- orchestra train --config ..."
-command_words=("$@")
+}
+parse_flags "$@"
 
-[[ -n "${tpu_type}" && -n "${device_type}" ]] && die "--tpu-type and --device-type exclude each other"
-[[ -z "${tpu_type}" && -z "${device_type}" ]] && tpu_type="v5p-128"
-[[ "${name}" =~ ^[a-z]([-a-z0-9]*[a-z0-9])?$ ]] \
-  || die "--name '${name}': lower-case letters, digits and '-', starting with a letter"
+pick_tpu_or_gpu
+need_dns_name --name "${name}"
 # Pod host names NAME-workers-0-I must stay within DNS's 63 characters.
 (( ${#name} <= 40 )) || die "--name '${name}' is longer than 40 characters"
-[[ "${num_nodes}" =~ ^[1-9][0-9]*$ ]] || die "--num-nodes wants a positive integer, got '${num_nodes}'"
-[[ "${port}" =~ ^[0-9]+$ ]] || die "--port wants a number, got '${port}'"
-[[ "${max_restarts}" =~ ^[0-9]+$ ]] || die "--max-restarts wants an integer, got '${max_restarts}'"
+need_positive_int --num-nodes "${num_nodes}"
+need_port --port "${port}"
+need_int --max-restarts "${max_restarts}"
 if [[ -z "${image}" ]]; then
   [[ "${mode}" != "apply" ]] || die "--image is required (or ORCHESTRA_IMAGE): an image with orchestra_jax installed"
   echo "${prog}: no --image: the manifest names the placeholder IMAGE" >&2
@@ -201,6 +183,8 @@ spec:
             restartPolicy: Never
 EOF
   [[ -z "${service_account}" ]] || echo "            serviceAccountName: ${service_account}"
+  # The pods' node pool, and what each asks for: TPU chips of its VM or the node's GPUs.
+  local limit
   if [[ -n "${tpu_type}" ]]; then
     cat <<EOF
             hostNetwork: true
@@ -208,18 +192,8 @@ EOF
             nodeSelector:
               cloud.google.com/gke-tpu-accelerator: ${accelerator_label}
               cloud.google.com/gke-tpu-topology: ${topology}
-            containers:
-            - name: orchestra
-              image: ${image}
-              command:
-              - bash
-              - -c
-              - |
-                ${script}
-              resources:
-                limits:
-                  google.com/tpu: ${chips_per_vm}
 EOF
+    limit="google.com/tpu: ${chips_per_vm}"
   else
     cat <<EOF
             nodeSelector:
@@ -228,6 +202,10 @@ EOF
             - key: nvidia.com/gpu
               operator: Exists
               effect: NoSchedule
+EOF
+    limit="nvidia.com/gpu: ${gpus_per_node}"
+  fi
+  cat <<EOF
             containers:
             - name: orchestra
               image: ${image}
@@ -236,6 +214,9 @@ EOF
               - -c
               - |
                 ${script}
+EOF
+  if [[ -z "${tpu_type}" ]]; then
+    cat <<EOF
               env:
               - name: ORCHESTRA_COORDINATOR
                 value: "${name}-workers-0-0.${name}:${port}"
@@ -247,11 +228,13 @@ EOF
                     fieldPath: metadata.annotations['batch.kubernetes.io/job-completion-index']
               ports:
               - containerPort: ${port}
-              resources:
-                limits:
-                  nvidia.com/gpu: ${gpus_per_node}
 EOF
   fi
+  cat <<EOF
+              resources:
+                limits:
+                  ${limit}
+EOF
 }
 
 case "${mode}" in

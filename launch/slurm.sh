@@ -39,23 +39,17 @@ set -euo pipefail
 prog="launch/slurm.sh"
 script="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
 
-usage() { sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; }
-die() { printf '%s: %s\n(see %s --help)\n' "${prog}" "$*" "${prog}" >&2; exit 2; }
-need_value() { [[ $# -ge 2 && -n "$2" && "$2" != --* ]] || die "flag $1 needs a value"; }
-
-# Shell quoting that reads well and pastes into any POSIX shell: plain words stay bare, others
-# go in single quotes ('\'' for a quote inside); words with control characters get printf %q.
-quote_word() {
-  local w="$1"
-  if [[ "${w}" =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then printf '%s' "${w}"
-  elif [[ "${w}" == *[$'\n\r\t']* ]]; then printf '%q' "${w}"
-  else printf "'%s'" "${w//\'/\'\\\'\'}"; fi
-}
-quote() {
-  local out="" word
-  for word in "$@"; do out+="$(quote_word "${word}") "; done
-  printf '%s' "${out% }"
-}
+# The shared helpers sit next to this script. Under sbatch, Slurm runs a copy of it from its
+# spool folder: there the launch folder is the one the submitting run exported
+# (ORCHESTRA_LAUNCH_DIR, below) or, for `sbatch launch/slurm.sh` by hand, launch/ of the folder
+# sbatch was called from (the repository root).
+for launch_dir in "$(dirname "${BASH_SOURCE[0]}")" "${ORCHESTRA_LAUNCH_DIR:-}" \
+                  "${SLURM_SUBMIT_DIR:-.}/launch"; do
+  [[ -f "${launch_dir}/lib/common.sh" ]] && break
+done
+[[ -f "${launch_dir}/lib/common.sh" ]] \
+  || { echo "${prog}: launch/lib/common.sh not found: submit from the repository root" >&2; exit 2; }
+source "${launch_dir}/lib/common.sh"
 
 # Slurm host lists in bash: "a[01-03,7]-ib,b5" -> a01-ib a02-ib a03-ib a7-ib b5, appended to the
 # array `hosts` (the first bracket is expanded, then the rest recursively; zero padding is kept).
@@ -104,28 +98,28 @@ job_name="orchestra"
 nodelist=""
 port=""
 
-while [[ $# -gt 0 ]]; do
+# One flag of this launcher, for parse_flags (lib/common.sh): set its variable and `taken`, the
+# words it used (0: not a flag of this launcher).
+flag() {
+  taken=2
   case "$1" in
-    --dry-run) dry_run=1; shift ;;
-    --nodes) need_value "$@"; nodes="$2"; shift 2 ;;
-    --gpus-per-node) need_value "$@"; gpus_per_node="$2"; shift 2 ;;
-    --partition) need_value "$@"; partition="$2"; shift 2 ;;
-    --time) need_value "$@"; time_limit="$2"; shift 2 ;;
-    --job-name) need_value "$@"; job_name="$2"; shift 2 ;;
-    --nodelist) need_value "$@"; nodelist="$2"; shift 2 ;;
-    --port) need_value "$@"; port="$2"; shift 2 ;;
-    -h|--help) usage; exit 0 ;;
-    --) shift; break ;;
-    *) die "unknown flag '$1' (the command to run goes after --)" ;;
+    --dry-run) dry_run=1; taken=1 ;;
+    --nodes) need_value "$@"; nodes="$2" ;;
+    --gpus-per-node) need_value "$@"; gpus_per_node="$2" ;;
+    --partition) need_value "$@"; partition="$2" ;;
+    --time) need_value "$@"; time_limit="$2" ;;
+    --job-name) need_value "$@"; job_name="$2" ;;
+    --nodelist) need_value "$@"; nodelist="$2" ;;
+    --port) need_value "$@"; port="$2" ;;
+    *) taken=0 ;;
   esac
-done
-[[ $# -gt 0 ]] || die "missing COMMAND: give it after --, e.g. ${prog} -- orchestra train --config ..."
-command_words=("$@")
+}
+parse_flags "$@"
 
-[[ -z "${nodes}" || "${nodes}" =~ ^[1-9][0-9]*$ ]] || die "--nodes wants a positive integer, got '${nodes}'"
-[[ "${gpus_per_node}" =~ ^[0-9]+$ ]] || die "--gpus-per-node wants an integer, got '${gpus_per_node}'"
+[[ -z "${nodes}" ]] || need_positive_int --nodes "${nodes}"
+need_int --gpus-per-node "${gpus_per_node}"
 port="${port:-${ORCHESTRA_PORT:-8476}}"
-[[ "${port}" =~ ^[0-9]+$ ]] || die "--port wants a number, got '${port}'"
+need_port --port "${port}"
 
 in_allocation=0
 [[ -n "${SLURM_JOB_ID:-}" ]] && in_allocation=1
@@ -166,6 +160,7 @@ if (( ! in_allocation )); then
   sbatch+=("${script}" --port "${port}" -- "${command_words[@]}")
   if (( ! dry_run )); then
     echo "+ $(quote "${sbatch[@]}")" >&2
+    export ORCHESTRA_LAUNCH_DIR="${script%/*}"  # where the job's copy finds lib/common.sh
     exec "${sbatch[@]}"
   fi
   quote "${sbatch[@]}"; echo

@@ -44,24 +44,7 @@ set -euo pipefail
 prog="launch/tpu_pod.sh"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-usage() { sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; }
-die() { printf '%s: %s\n(see %s --help)\n' "${prog}" "$*" "${prog}" >&2; exit 2; }
-need_value() { [[ $# -ge 2 && -n "$2" && "$2" != --* ]] || die "flag $1 needs a value"; }
-
-# Shell quoting that reads well and pastes into any POSIX shell: plain words stay bare, others
-# go in single quotes ('\'' for a quote inside); words with control characters get printf %q.
-quote_word() {
-  local w="$1"
-  if [[ "${w}" =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then printf '%s' "${w}"
-  elif [[ "${w}" == *[$'\n\r\t']* ]]; then printf '%q' "${w}"
-  else printf "'%s'" "${w//\'/\'\\\'\'}"; fi
-}
-# One line for a command given as words, each quoted by quote_word.
-quote() {
-  local out="" word
-  for word in "$@"; do out+="$(quote_word "${word}") "; done
-  printf '%s' "${out% }"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 dry_run=0
 name="${TPU_NAME:-orchestra}"
@@ -75,29 +58,29 @@ python="${TPU_PYTHON:-python3.11}"
 setup=1
 envs=()
 
-while [[ $# -gt 0 ]]; do
+# One flag of this launcher, for parse_flags (lib/common.sh): set its variable and `taken`, the
+# words it used (0: not a flag of this launcher).
+flag() {
+  taken=2
   case "$1" in
-    --dry-run) dry_run=1; shift ;;
-    --no-setup) setup=0; shift ;;
-    --name) need_value "$@"; name="$2"; shift 2 ;;
-    --zone) need_value "$@"; zone="$2"; shift 2 ;;
-    --accelerator) need_value "$@"; accelerator="$2"; shift 2 ;;
-    --project) need_value "$@"; project="$2"; shift 2 ;;
-    --version) need_value "$@"; version="$2"; shift 2 ;;
-    --repo) need_value "$@"; repo="$2"; shift 2 ;;
-    --ref) need_value "$@"; ref="$2"; shift 2 ;;
-    --python) need_value "$@"; python="$2"; shift 2 ;;
+    --dry-run) dry_run=1; taken=1 ;;
+    --no-setup) setup=0; taken=1 ;;
+    --name) need_value "$@"; name="$2" ;;
+    --zone) need_value "$@"; zone="$2" ;;
+    --accelerator) need_value "$@"; accelerator="$2" ;;
+    --project) need_value "$@"; project="$2" ;;
+    --version) need_value "$@"; version="$2" ;;
+    --repo) need_value "$@"; repo="$2" ;;
+    --ref) need_value "$@"; ref="$2" ;;
+    --python) need_value "$@"; python="$2" ;;
     --env)
       need_value "$@"
       [[ "$2" =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env wants NAME=VALUE, got '$2'"
-      envs+=("$2"); shift 2 ;;
-    -h|--help) usage; exit 0 ;;
-    --) shift; break ;;
-    *) die "unknown flag '$1' (the command to run goes after --)" ;;
+      envs+=("$2") ;;
+    *) taken=0 ;;
   esac
-done
-[[ $# -gt 0 ]] || die "missing COMMAND: give it after --, e.g. ${prog} -- orchestra train --config ..."
-command_words=("$@")
+}
+parse_flags "$@"
 
 if [[ -z "${version}" ]]; then
   case "${accelerator}" in

@@ -40,23 +40,7 @@ set -euo pipefail
 prog="launch/xpk.sh"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-usage() { sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; }
-die() { printf '%s: %s\n(see %s --help)\n' "${prog}" "$*" "${prog}" >&2; exit 2; }
-need_value() { [[ $# -ge 2 && -n "$2" && "$2" != --* ]] || die "flag $1 needs a value"; }
-
-# Shell quoting that reads well and pastes into any POSIX shell: plain words stay bare, others
-# go in single quotes ('\'' for a quote inside); words with control characters get printf %q.
-quote_word() {
-  local w="$1"
-  if [[ "${w}" =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then printf '%s' "${w}"
-  elif [[ "${w}" == *[$'\n\r\t']* ]]; then printf '%q' "${w}"
-  else printf "'%s'" "${w//\'/\'\\\'\'}"; fi
-}
-quote() {
-  local out="" word
-  for word in "$@"; do out+="$(quote_word "${word}") "; done
-  printf '%s' "${out% }"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 dry_run=0
 cluster="${XPK_CLUSTER:-orchestra}"
@@ -71,36 +55,34 @@ project="${GCP_PROJECT:-}"
 zone="${XPK_ZONE:-}"
 max_restarts=0
 
-while [[ $# -gt 0 ]]; do
+# One flag of this launcher, for parse_flags (lib/common.sh): set its variable and `taken`, the
+# words it used (0: not a flag of this launcher).
+flag() {
+  taken=2
   case "$1" in
-    --dry-run) dry_run=1; shift ;;
-    --cluster) need_value "$@"; cluster="$2"; shift 2 ;;
-    --workload) need_value "$@"; workload="$2"; shift 2 ;;
-    --tpu-type) need_value "$@"; tpu_type="$2"; shift 2 ;;
-    --device-type) need_value "$@"; device_type="$2"; shift 2 ;;
-    --num-slices) need_value "$@"; num_slices="$2"; shift 2 ;;
-    --num-nodes) need_value "$@"; num_nodes="$2"; shift 2 ;;
-    --docker-image) need_value "$@"; docker_image="$2"; shift 2 ;;
-    --base-docker-image) need_value "$@"; base_image="$2"; shift 2 ;;
-    --project) need_value "$@"; project="$2"; shift 2 ;;
-    --zone) need_value "$@"; zone="$2"; shift 2 ;;
-    --max-restarts) need_value "$@"; max_restarts="$2"; shift 2 ;;
-    -h|--help) usage; exit 0 ;;
-    --) shift; break ;;
-    *) die "unknown flag '$1' (the command to run goes after --)" ;;
+    --dry-run) dry_run=1; taken=1 ;;
+    --cluster) need_value "$@"; cluster="$2" ;;
+    --workload) need_value "$@"; workload="$2" ;;
+    --tpu-type) need_value "$@"; tpu_type="$2" ;;
+    --device-type) need_value "$@"; device_type="$2" ;;
+    --num-slices) need_value "$@"; num_slices="$2" ;;
+    --num-nodes) need_value "$@"; num_nodes="$2" ;;
+    --docker-image) need_value "$@"; docker_image="$2" ;;
+    --base-docker-image) need_value "$@"; base_image="$2" ;;
+    --project) need_value "$@"; project="$2" ;;
+    --zone) need_value "$@"; zone="$2" ;;
+    --max-restarts) need_value "$@"; max_restarts="$2" ;;
+    *) taken=0 ;;
   esac
-done
-[[ $# -gt 0 ]] || die "missing COMMAND: give it after --, e.g. ${prog} -- orchestra train --config ..."
-command_words=("$@")
+}
+parse_flags "$@"
 
-[[ -n "${tpu_type}" && -n "${device_type}" ]] && die "--tpu-type and --device-type exclude each other"
-[[ -z "${tpu_type}" && -z "${device_type}" ]] && tpu_type="v5p-128"
-[[ "${num_slices}" =~ ^[1-9][0-9]*$ ]] || die "--num-slices wants a positive integer, got '${num_slices}'"
-[[ "${num_nodes}" =~ ^[1-9][0-9]*$ ]] || die "--num-nodes wants a positive integer, got '${num_nodes}'"
-[[ "${max_restarts}" =~ ^[0-9]+$ ]] || die "--max-restarts wants an integer, got '${max_restarts}'"
+pick_tpu_or_gpu
+need_positive_int --num-slices "${num_slices}"
+need_positive_int --num-nodes "${num_nodes}"
+need_int --max-restarts "${max_restarts}"
 workload="${workload:-orchestra-$(date +%Y%m%d-%H%M%S)}"
-[[ "${workload}" =~ ^[a-z]([-a-z0-9]*[a-z0-9])?$ ]] \
-  || die "--workload '${workload}': lower-case letters, digits and '-', starting with a letter"
+need_dns_name --workload "${workload}"
 
 # The command every pod runs.
 remote=""

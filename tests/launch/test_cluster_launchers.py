@@ -45,9 +45,10 @@ def tripwire(tmp_path: Path) -> Path:
     return bin_dir
 
 
-def launch(script: str, *args: str, tripwire: Path, env: dict[str, str] | None = None,
+def launch(script: str | Path, *args: str, tripwire: Path, env: dict[str, str] | None = None,
            ok: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run launch/SCRIPT ARGS with a scrubbed environment; by default expect exit 0 and no calls."""
+    """Run launch/SCRIPT (or the script at a path) ARGS with a scrubbed environment; by default
+    expect exit 0 and no calls."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_PREFIXES)}
     base["PATH"] = f"{tripwire}{os.pathsep}{base.get('PATH', '')}"
     base.update(env or {})
@@ -96,6 +97,13 @@ def test_every_launcher_is_executable_bash_that_parses(script):
 def test_help_prints_the_header_with_the_flags(script, tripwire):
     out = launch(script, "--help", tripwire=tripwire).stdout
     assert "--dry-run" in out and "COMMAND" in out
+    # The script's own header (from line 2), not the one of the lib it shares its helpers with.
+    assert out.splitlines()[0] == (LAUNCH / script).read_text().splitlines()[1].removeprefix("# ")
+    assert "lib/common.sh" not in out
+
+
+def test_shared_lib_parses():
+    subprocess.run(["bash", "-n", str(LAUNCH / "lib" / "common.sh")], check=True)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -228,6 +236,16 @@ def test_tpu_pod_copies_the_checkout_or_clones_a_url(tripwire):
     assert len(plan) == 2
 
 
+def test_tpu_pod_tarball_carries_the_launchers_and_their_lib(tripwire, tmp_path):
+    """The pack command of the plan, run for real: the workers get launch/lib/common.sh too."""
+    plan = tpu_pod_plan(tripwire, env={"TMPDIR": str(tmp_path)})
+    subprocess.run(["bash", "-c", plan[1]], check=True, capture_output=True)
+    listing = subprocess.run(["tar", "-tzf", str(tmp_path / "orchestra_jax-orchestra.tar.gz")],
+                             check=True, capture_output=True, text=True).stdout.split()
+    for path in ("launch/lib/common.sh", *(f"launch/{script}" for script in SCRIPTS)):
+        assert path in listing
+
+
 # --- Slurm -----------------------------------------------------------------------------------
 
 
@@ -312,6 +330,42 @@ def test_slurm_without_a_node_list_prints_the_scontrol_expression(tripwire):
     assert sum(line.startswith("# task") for line in plan) == 4
 
 
+def test_slurm_job_copy_in_the_spool_folder_finds_the_lib(tripwire, tmp_path):
+    """Slurm runs a copy of the batch script from its spool folder, away from launch/lib."""
+    spool = tmp_path / "spool" / "job42"
+    spool.mkdir(parents=True)
+    copy = spool / "slurm_script"
+    copy.write_text((LAUNCH / "slurm.sh").read_text())
+    allocation = {"SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": "n[1-2]"}
+    args = ("--dry-run", "--", *RECIPE_COMMAND)
+    expected = launch("slurm.sh", *args, tripwire=tripwire, env=allocation).stdout
+    # `sbatch launch/slurm.sh` by hand, from the repository root.
+    by_hand = launch(copy, *args, tripwire=tripwire,
+                     env={**allocation, "SLURM_SUBMIT_DIR": str(REPO)})
+    assert by_hand.stdout == expected
+    # Submitted by slurm.sh itself, which exports its folder, from anywhere.
+    submitted = launch(copy, *args, tripwire=tripwire,
+                       env={**allocation, "SLURM_SUBMIT_DIR": str(tmp_path),
+                            "ORCHESTRA_LAUNCH_DIR": str(LAUNCH)})
+    assert submitted.stdout == expected
+    lost = launch(copy, *args, tripwire=tripwire,
+                  env={**allocation, "SLURM_SUBMIT_DIR": str(tmp_path)}, ok=False)
+    assert lost.returncode == 2 and "lib/common.sh not found" in lost.stderr
+
+
+def test_slurm_submission_tells_the_job_where_the_lib_is(tmp_path):
+    """Without --dry-run, sbatch (here a stand-in that records its environment) gets the
+    launch folder in ORCHESTRA_LAUNCH_DIR, which the job's spool copy sources the lib from."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text('#!/bin/sh\necho "$ORCHESTRA_LAUNCH_DIR"\n')
+    sbatch.chmod(0o755)
+    proc = launch("slurm.sh", "--", "true", tripwire=bin_dir)
+    assert proc.stdout == f"{LAUNCH}\n"
+    assert proc.stderr.startswith("+ sbatch ")
+
+
 def test_slurm_node_count_must_match_the_allocation(tripwire):
     proc = launch("slurm.sh", "--dry-run", "--nodes", "3", "--nodelist", "n[1-2]", "--", "true",
                   tripwire=tripwire, ok=False)
@@ -353,6 +407,20 @@ def test_xpk_gpu_workload_maps_xpk_variables_to_orchestra_ones(tripwire):
             "ORCHESTRA_NUM_PROCESSES=$NNODES ORCHESTRA_PROCESS_ID=$NODE_RANK && ") in remote
     assert shlex.split(remote)[-len(command):] == command
     assert '"' not in remote and "\\" not in remote  # xpk writes it into a "..." YAML string
+
+
+def test_xpk_staged_copy_carries_the_lib_and_its_launchers_run(tripwire, tmp_path):
+    """The staging command of the plan, run for real: the copy xpk layers onto the image holds
+    launch/lib/common.sh, and a launcher runs from it."""
+    (staging, _) = lines(launch("xpk.sh", "--dry-run", "--workload", "w1", "--", "true",
+                                tripwire=tripwire, env={"TMPDIR": str(tmp_path)}))
+    subprocess.run(["bash", "-c", staging], check=True, capture_output=True)
+    stage = tmp_path / "orchestra_jax-xpk-w1"
+    assert (stage / "launch" / "lib" / "common.sh").is_file()
+    staged = launch(stage / "launch" / "jobset.sh", "--render", "--image", "i", "--", "true",
+                    tripwire=tripwire)
+    assert staged.stdout == launch("jobset.sh", "--render", "--image", "i", "--", "true",
+                                   tripwire=tripwire).stdout
 
 
 def test_xpk_gpu_refuses_characters_xpk_cannot_carry(tripwire):
