@@ -3,6 +3,12 @@
     --config.experts.file=/data/orchestra/experts.json \
     --config.search.corpus=/data/orchestra/corpus.jsonl
 
+Every host of the slice runs that same command: `launch/tpu_pod.sh --accelerator v5p-128 --
+orchestra train …` starts it with `--worker=all` (`--dry-run` prints the gcloud commands);
+`launch/slurm.sh` and `launch/xpk.sh` do the same on GPU clusters (launch/README.md). The
+workdir must be shared storage (gs://, with the [tpu] or [gcs] extra). docs/scaling.md gives
+the per-device memory of the compiled update step and sampler at this recipe's lengths.
+
 The paper's recipe: ToolOrchestra's Orchestrator-8B, GRPO from Qwen3-8B with the outcome +
 efficiency + preference reward, with the hyper-parameters of the released training script.
 
