@@ -20,7 +20,9 @@ needs those tool endpoints too. The result to compare with is the paper's Table 
 Orchestrator-8B with all tools scores HLE 37.1, FRAMES 76.3, tau2-bench 80.2 at 9.2 US cents
 and 8.2 minutes per task (prompted Qwen3-8B: 30.6 / 68.9 / 72.3 at 27.6 cents). Runtime is not
 measured here; a step is dominated by the rollouts (up to 30 turns; expert calls average ~30 s).
-For a v5p-64 slice (32 chips) pass --config.mesh.shape="(1, 8, 4)".
+For a v5p-64 slice (32 chips) pass --config.mesh.shape="(1, 8, 4)"; for the paper's 16 H100
+(2 hosts x 8) pass --config.mesh.shape="(1, 8, 2)": with pure FSDP, (1, 16, 1), the update step
+needs ~101 GiB a GPU and does not fit (docs/scaling.md).
 
 Inputs the user gives:
 * model.path: a local (or mounted) directory with the Hugging Face Qwen/Qwen3-8B checkpoint
