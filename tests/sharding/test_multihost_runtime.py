@@ -1,6 +1,6 @@
 """Where a process learns its place in a multi-process run, and the single-process defaults
 of the helpers the loop uses (the multi-process behaviour runs for real in
-tests/train/test_multihost.py)."""
+tests/train/test_multihost_training.py)."""
 
 from __future__ import annotations
 
