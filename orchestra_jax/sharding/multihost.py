@@ -56,10 +56,6 @@ class ProcessPlace:
     process_id: int | None
     source: str  # where the settings came from, for messages
 
-    @property
-    def multi_process(self) -> bool:
-        return self.num_processes is None or self.num_processes > 1
-
     @staticmethod
     def from_environment(
         coordinator: str | None = None,
@@ -130,18 +126,13 @@ def initialize(place: ProcessPlace | None, *, timeout_s: int = 300) -> None:
     Must run before anything touches a jax backend. On CPU hosts the collectives use gloo."""
     if place is None or jax.distributed.is_initialized():
         return
-    if os.environ.get("JAX_PLATFORMS", "").split(",")[0] in ("cpu", "") or place.coordinator:
-        # Harmless where the CPU backend is unused; needed wherever it carries collectives.
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # Needed wherever the CPU backend carries collectives; harmless where it is unused.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if place.coordinator is None:
         jax.distributed.initialize(initialization_timeout=timeout_s)
     else:
         jax.distributed.initialize(place.coordinator, place.num_processes, place.process_id,
                                    initialization_timeout=timeout_s)
-
-
-def process_index() -> int:
-    return jax.process_index()
 
 
 def process_count() -> int:
@@ -244,4 +235,4 @@ def primary_first(name: str, build: Callable[[], T]) -> T:
 __all__ = ["ENV_COORDINATOR", "ENV_NUM_PROCESSES", "ENV_PROCESS_ID", "PlacementError",
            "ProcessPlace", "allgather_objects", "barrier", "gather_to_host", "initialize",
            "is_primary", "local_block", "local_mesh", "params_to_local", "primary_first",
-           "process_count", "process_index"]
+           "process_count"]

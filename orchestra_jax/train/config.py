@@ -43,7 +43,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from orchestra_jax.train.errors import ConfigError, close_matches
-from orchestra_jax.train.paths import URL_SCHEMES, run_path
+from orchestra_jax.train.paths import is_url, run_path
 from orchestra_jax.train.schema import free_form_keys, validate_config
 
 __all__ = [
@@ -453,7 +453,7 @@ def dump_config(
     (gs://…) gets one whole-object write, which object stores make atomic themselves.
     """
     text = config_to_json(config) + "\n"
-    if str(workdir).startswith(URL_SCHEMES):
+    if is_url(workdir):
         remote = run_path(workdir)
         remote.mkdir(parents=True, exist_ok=True)
         (remote / name).write_text(text)

@@ -41,7 +41,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.text import summary_v2 as text_summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-from orchestra_jax.train.paths import URL_SCHEMES
+from orchestra_jax.train.paths import is_url
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class MetricsWriter:
     ):
         # A URL (gs://…) reaches TensorBoard's writer as a URL: its file layer (fsspec) writes
         # there; `Path` would fold it into a local folder named "gs:".
-        self.logdir = logdir if str(logdir).startswith(URL_SCHEMES) else Path(logdir)
+        self.logdir = logdir if is_url(logdir) else Path(logdir)
         self.enabled = enabled
         self.histogram_buckets = max(1, int(histogram_buckets))
         #: Values skipped (non-finite, non-numeric, empty histogram), counted per tag.

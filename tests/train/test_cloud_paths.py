@@ -83,12 +83,11 @@ def test_orbax_is_handed_the_url(bucket: MemoryFileSystem, tmp_path: Path) -> No
     try:
         import google.cloud.storage  # noqa: F401
     except ImportError:
-        with pytest.raises(CheckpointError, match=r"gs://bucket/run/checkpoints.*\[gcs\]"):
-            CheckpointManager(run_path("gs://bucket/run") / "checkpoints")
-    else:  # with the client installed orbax would reach for the real bucket
-        manager = CheckpointManager.__new__(CheckpointManager)
-        assert str(run_path("gs://bucket/run/checkpoints")) == "gs://bucket/run/checkpoints"
-        del manager
+        pass
+    else:
+        pytest.skip("google-cloud-storage is installed: orbax would reach for the real bucket")
+    with pytest.raises(CheckpointError, match=r"gs://bucket/run/checkpoints.*\[gcs\]"):
+        CheckpointManager(run_path("gs://bucket/run") / "checkpoints")
     _no_local_url_folder(tmp_path)
 
 
